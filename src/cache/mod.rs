@@ -1,0 +1,1 @@
+//! TODO(skeleton): `cache` layer (docs/architecture.md).

@@ -1,0 +1,1 @@
+//! Top-level error type and the stable exit codes (docs/exit-codes.md).

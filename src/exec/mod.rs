@@ -1,0 +1,1 @@
+//! TODO(skeleton): `exec` layer (docs/architecture.md).

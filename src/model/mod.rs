@@ -1,0 +1,1 @@
+//! TODO(skeleton): `model` layer (docs/architecture.md).

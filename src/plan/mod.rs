@@ -1,0 +1,1 @@
+//! TODO(skeleton): `plan` layer (docs/architecture.md).

@@ -1,0 +1,1 @@
+//! TODO(skeleton): `report` layer (docs/architecture.md).

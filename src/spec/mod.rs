@@ -1,0 +1,1 @@
+//! TODO(skeleton): `spec` layer (docs/architecture.md).

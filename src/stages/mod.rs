@@ -1,0 +1,1 @@
+//! TODO(skeleton): `stages` layer (docs/architecture.md).
