@@ -239,7 +239,7 @@ impl DetFigure {
                 let det = det_curve(c.set);
                 let e = eer(c.set).eer;
                 DetLine {
-                    legend: format!("{} (EER {}%)", c.name, pct(e)),
+                    legend: format!("{} (EER {:.2}%)", c.name, e * 100.0),
                     style: curve_style(i),
                     points: det_polyline(&det.far, &det.frr, lo, hi),
                     eer: probit(e.clamp(lo, hi)),
@@ -628,8 +628,8 @@ pub fn plot_histograms(
         y_max = spoof.iter().copied().fold(y_max, f64::max);
         panels.push(HistPanel {
             title: format!(
-                "bona fide vs {source} (EER {}%, {} clips)",
-                pct(eer(set).eer),
+                "bona fide vs {source} (EER {:.2}%, {} clips)",
+                eer(set).eer * 100.0,
                 set.spoof().len()
             ),
             bona: bona_shares.clone(),
@@ -642,7 +642,7 @@ pub fn plot_histograms(
             panels,
             lo,
             width,
-            y_max: (y_max * 1.1).max(1e-3),
+            y_max: (y_max * 1.45).max(1e-3),
             threshold,
         },
         stem,
@@ -766,6 +766,7 @@ impl Figure for TrainingFigure {
             .y_desc("%")
             .x_labels(x_labels)
             .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(font(16))
             .axis_desc_style(font(18))
             .light_line_style(WHITE)
@@ -794,7 +795,7 @@ impl Figure for TrainingFigure {
             .label_font(font(16))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.5))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::MiddleRight)
             .draw()
             .map_err(msg)
     }
