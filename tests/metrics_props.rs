@@ -20,7 +20,9 @@ fn score_set(max_len: usize) -> impl Strategy<Value = ScoreSet> {
 
 /// Strictly increasing maps that are exact (or keep distinct inputs distinct) on the generated
 /// grid, so they neither create nor remove ties.
-fn transforms() -> Vec<(&'static str, fn(f64) -> f64)> {
+type Transform = (&'static str, fn(f64) -> f64);
+
+fn transforms() -> Vec<Transform> {
     vec![
         ("x^3 + 7x", |x| x * x * x + 7.0 * x),
         ("exp(x)", f64::exp),

@@ -228,8 +228,8 @@ impl DetFigure {
         let lo = DET_TICKS
             .iter()
             .copied()
-            .filter(|&t| t <= min_rate / 2.0)
-            .last()
+            .rev()
+            .find(|&t| t <= min_rate / 2.0)
             .unwrap_or(DET_TICKS[0]);
         let hi = DET_TICKS[DET_TICKS.len() - 1];
         let lines = curves
@@ -371,8 +371,14 @@ fn require_curves(curves: &[Curve<'_>]) -> Result<(), MetricsError> {
 // ---------------------------------------------------------------------------------------------
 // ROC
 
+struct RocLine {
+    legend: String,
+    style: ShapeStyle,
+    points: Vec<(f64, f64)>,
+}
+
 struct RocFigure {
-    lines: Vec<(String, ShapeStyle, Vec<(f64, f64)>)>,
+    lines: Vec<RocLine>,
 }
 
 impl Figure for RocFigure {
@@ -409,12 +415,12 @@ impl Figure for RocFigure {
                 BLACK.mix(0.4).stroke_width(1),
             ))
             .map_err(msg)?;
-        for (legend, style, points) in &self.lines {
-            let style = *style;
+        for line in &self.lines {
+            let style = line.style;
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), style))
+                .draw_series(LineSeries::new(line.points.iter().copied(), style))
                 .map_err(msg)?
-                .label(legend.clone())
+                .label(line.legend.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         }
         chart
@@ -440,12 +446,11 @@ pub fn plot_roc(curves: &[Curve<'_>], stem: &Path) -> Result<PlotFiles, MetricsE
         .enumerate()
         .map(|(i, c)| {
             let roc = roc_curve(c.set, true);
-            let points = roc.fpr.into_iter().zip(roc.tpr).collect();
-            (
-                format!("{} (AUC {:.4})", c.name, auc(c.set)),
-                curve_style(i),
-                points,
-            )
+            RocLine {
+                legend: format!("{} (AUC {:.4})", c.name, auc(c.set)),
+                style: curve_style(i),
+                points: roc.fpr.into_iter().zip(roc.tpr).collect(),
+            }
         })
         .collect();
     render(&RocFigure { lines }, stem)
