@@ -1,0 +1,193 @@
+//! `Wav2Vec2Model`: feature encoder → feature projection → (training) span masking → encoder.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+use super::Config;
+use super::encoder::Encoder;
+use super::feature_extractor::{FeatureEncoder, FeatureProjection};
+use super::masking::compute_mask_indices;
+use crate::model::checkpoint::{HfFiles, load_hf_weights};
+use crate::model::error::ModelError;
+use crate::model::options::SslOutput;
+
+/// Per-clip z-normalisation of `[B, S]` waveforms: `(x - mean) / sqrt(var + 1e-7)` with the
+/// population variance, as `Wav2Vec2FeatureExtractor(do_normalize=True)` does.
+pub fn normalize_waveforms(x: &Tensor) -> Tensor {
+    let x = x.to_kind(Kind::Float);
+    let mean = x.mean_dim(-1, true, Kind::Float);
+    let var = x.var_dim(-1, false, true);
+    (x - mean) / (var + 1e-7).sqrt()
+}
+
+/// Everything the forward pass can return (upstream `Wav2Vec2BaseModelOutput` with
+/// `output_hidden_states=True`).
+#[derive(Debug)]
+pub struct Wav2Vec2Output {
+    /// The LayerNorm'd CNN features `[B, T, C]` (`extract_features`).
+    pub extract_features: Tensor,
+    /// `hidden_states[0..=L]` `[B, T, D]`.
+    pub hidden_states: Vec<Tensor>,
+    /// `last_hidden_state` `[B, T, D]`.
+    pub last_hidden_state: Tensor,
+}
+
+/// `Wav2Vec2Model` with Hugging Face key names (`feature_extractor.*`, `feature_projection.*`,
+/// `encoder.*`, `masked_spec_embed`).
+/// <https://github.com/huggingface/transformers/blob/main/src/transformers/models/wav2vec2/modeling_wav2vec2.py>
+#[derive(Debug)]
+pub struct Wav2Vec2Model {
+    feature_extractor: FeatureEncoder,
+    feature_projection: FeatureProjection,
+    encoder: Encoder,
+    masked_spec_embed: Option<Tensor>,
+    cfg: Config,
+}
+
+impl Wav2Vec2Model {
+    /// Registers every parameter under `p` (e.g. `vs.root()` for a Hugging Face checkpoint, or
+    /// `root / "ssl_model" / "model"` inside W2V+AASIST), randomly initialised.
+    pub fn new(p: Path, cfg: &Config) -> Wav2Vec2Model {
+        let masked_spec_embed = cfg.has_masked_spec_embed().then(|| {
+            p.var(
+                "masked_spec_embed",
+                &[cfg.hidden_size],
+                Init::Uniform { lo: 0.0, up: 1.0 },
+            )
+        });
+        Wav2Vec2Model {
+            feature_extractor: FeatureEncoder::new(&p / "feature_extractor", cfg),
+            feature_projection: FeatureProjection::new(&p / "feature_projection", cfg),
+            encoder: Encoder::new(&p / "encoder", cfg),
+            masked_spec_embed,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Number of transformer layers (`hidden_states` has one more entry).
+    pub fn num_layers(&self) -> usize {
+        self.encoder.num_layers()
+    }
+
+    /// Replaces masked frames by `masked_spec_embed` and masked feature channels by zero, as
+    /// upstream `_mask_hidden_states` does in training mode.
+    fn mask_hidden_states(&self, h: Tensor, train: bool) -> Tensor {
+        if !train || !self.cfg.apply_spec_augment {
+            return h;
+        }
+        let (b, t, d) = h.size3().expect("hidden states are [B, T, D]");
+        let mut h = h;
+        if self.cfg.mask_time_prob > 0.0 {
+            if let Some(embed) = &self.masked_spec_embed {
+                let mask = compute_mask_indices(
+                    b as usize,
+                    t as usize,
+                    self.cfg.mask_time_prob,
+                    self.cfg.mask_time_length.max(0) as usize,
+                    self.cfg.mask_time_min_masks.max(0) as usize,
+                );
+                if mask.iter().any(|m| *m) {
+                    let mask = Tensor::from_slice(&mask)
+                        .view([b, t, 1])
+                        .to_device(h.device());
+                    h = h.where_self(
+                        &mask.logical_not(),
+                        &embed.to_kind(h.kind()).view([1, 1, d]),
+                    );
+                }
+            }
+        }
+        if self.cfg.mask_feature_prob > 0.0 {
+            let mask = compute_mask_indices(
+                b as usize,
+                d as usize,
+                self.cfg.mask_feature_prob,
+                self.cfg.mask_feature_length.max(0) as usize,
+                self.cfg.mask_feature_min_masks.max(0) as usize,
+            );
+            if mask.iter().any(|m| *m) {
+                let mask = Tensor::from_slice(&mask)
+                    .view([b, 1, d])
+                    .to_device(h.device());
+                h = h.masked_fill(&mask, 0.0);
+            }
+        }
+        h
+    }
+
+    fn front(&self, input_values: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let feats = self.feature_extractor.forward(input_values).transpose(1, 2);
+        let (hidden, extract_features) = self.feature_projection.forward_t(&feats, train);
+        (self.mask_hidden_states(hidden, train), extract_features)
+    }
+
+    /// `last_hidden_state` `[B, T, D]` of normalised `[B, S]` input values.
+    pub fn forward_t(&self, input_values: &Tensor, train: bool) -> Tensor {
+        self.forward_output(input_values, SslOutput::LastHiddenState, train)
+    }
+
+    /// The chosen output tensor; for `hidden_states[k]` the layers after `k` are not run.
+    pub fn forward_output(&self, input_values: &Tensor, output: SslOutput, train: bool) -> Tensor {
+        let (hidden, _) = self.front(input_values, train);
+        let stop = match output {
+            SslOutput::LastHiddenState => None,
+            SslOutput::HiddenState(k) => Some(k),
+        };
+        let run = self.encoder.forward_t(&hidden, train, stop, false);
+        run.chosen
+            .or(run.last)
+            .expect("encoder returns the requested state")
+    }
+
+    /// Every output: `extract_features`, all `hidden_states` and `last_hidden_state`.
+    pub fn forward_all(&self, input_values: &Tensor, train: bool) -> Wav2Vec2Output {
+        let (hidden, extract_features) = self.front(input_values, train);
+        let run = self.encoder.forward_t(&hidden, train, None, true);
+        Wav2Vec2Output {
+            extract_features,
+            hidden_states: run.hidden_states,
+            last_hidden_state: run.last.expect("full encoder run"),
+        }
+    }
+}
+
+/// A Hugging Face wav2vec2 folder loaded strictly into its own `VarStore`.
+#[derive(Debug)]
+pub struct PretrainedSsl {
+    /// The variables (Hugging Face key names, no prefix).
+    pub vs: tch::nn::VarStore,
+    /// The network.
+    pub model: Wav2Vec2Model,
+    /// The parsed configuration.
+    pub config: Config,
+    /// `config.json` verbatim.
+    pub raw_config: serde_json::Value,
+    /// The folder's files.
+    pub files: HfFiles,
+    /// Keys of the file that are not part of `Wav2Vec2Model` (pre-training or CTC heads).
+    pub set_aside: Vec<String>,
+}
+
+impl PretrainedSsl {
+    /// Loads `dir` (`config.json` + `model.safetensors`) onto `device`, strictly.
+    pub fn load(dir: &std::path::Path, device: tch::Device) -> Result<PretrainedSsl, ModelError> {
+        let files = HfFiles::locate(dir)?;
+        let (config, raw_config) = Config::from_file(&files.config)?;
+        let vs = tch::nn::VarStore::new(device);
+        let model = Wav2Vec2Model::new(vs.root(), &config);
+        let set_aside = load_hf_weights(&vs, "", &files)?;
+        Ok(PretrainedSsl {
+            vs,
+            model,
+            config,
+            raw_config,
+            files,
+            set_aside,
+        })
+    }
+}
