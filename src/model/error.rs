@@ -175,7 +175,7 @@ pub enum ModelError {
 
     /// An error reported by libtorch.
     #[cfg(feature = "torch")]
-    #[error("libtorch error while {context}: {source}")]
+    #[error("libtorch error while {context}: {}", first_line(&.source.to_string()))]
     Torch {
         /// What was being done.
         context: String,
@@ -192,6 +192,17 @@ pub enum ModelError {
         /// The first line of libtorch's message.
         message: String,
     },
+}
+
+/// The first non-empty line of a libtorch message (its C++ backtrace follows).
+#[cfg(feature = "torch")]
+pub(crate) fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown failure")
+        .to_string()
 }
 
 impl ModelError {
