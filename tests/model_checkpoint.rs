@@ -61,6 +61,7 @@ const V: &str = "encoder.pos_conv_embed.conv.parametrizations.weight.original1";
 
 #[test]
 fn strict_loading_names_the_offending_key() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let missing = hf_folder(&tmp.path().join("a"), "layer", |w| {
         w.remove("encoder.layer_norm.weight");
@@ -102,6 +103,7 @@ fn strict_loading_names_the_offending_key() {
 
 #[test]
 fn loads_prefixed_pretraining_checkpoints_and_old_weight_norm_names() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let io = tiny_io("group");
     let dir = hf_folder(tmp.path(), "group", |w| {
@@ -138,6 +140,7 @@ fn loads_prefixed_pretraining_checkpoints_and_old_weight_norm_names() {
 
 #[test]
 fn hidden_layer_choice_stops_early_with_the_right_tensor() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let dir = hf_folder(tmp.path(), "layer", |_| {});
     let ssl = PretrainedSsl::load(&dir, Device::Cpu).unwrap();
@@ -201,6 +204,7 @@ fn cpu() -> DetectorOptions {
 
 #[test]
 fn import_score_and_export_round_trip() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let ssl_dir = hf_folder(tmp.path(), "group", |_| {});
     let backend = backend_file(tmp.path());
@@ -319,6 +323,7 @@ fn import_score_and_export_round_trip() {
 
 #[test]
 fn import_refuses_pickles_and_mismatched_back_ends() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let ssl_dir = hf_folder(tmp.path(), "layer", |_| {});
     let pth = tmp.path().join("AASIST.pth");
@@ -356,6 +361,7 @@ fn import_refuses_pickles_and_mismatched_back_ends() {
 
 #[test]
 fn back_end_only_checkpoints_need_their_own_ssl() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let group = hf_folder(tmp.path(), "group", |_| {});
     let layer = hf_folder(tmp.path(), "layer", |_| {});
@@ -446,6 +452,7 @@ fn f16_close(name: &str, feats: &Features, reference: &Tensor) {
 
 #[test]
 fn extractor_returns_f16_features_of_the_chosen_layer() {
+    support::single_thread();
     let tmp = tempfile::tempdir().unwrap();
     let dir = hf_folder(tmp.path(), "layer", |_| {});
     let io = tiny_io("layer");

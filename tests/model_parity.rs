@@ -47,11 +47,13 @@ fn check_eval_traces(ssl_dim: i64, set: &str) {
 
 #[test]
 fn backend_eval_intermediates_d768() {
+    support::single_thread();
     check_eval_traces(768, "base768");
 }
 
 #[test]
 fn backend_eval_intermediates_d1024() {
+    support::single_thread();
     check_eval_traces(1024, "xlsr300m");
 }
 
@@ -117,6 +119,7 @@ fn check_grads(
 
 #[test]
 fn backend_loss_and_gradients_eval_d768() {
+    support::single_thread();
     let (vs, model) = backend(768, "backend_base768_weights.safetensors");
     let io = read_fixture("backend_base768_io_eval.safetensors");
     let fix = read_fixture("backend_base768_loss_grads_eval.safetensors");
@@ -134,6 +137,7 @@ fn backend_loss_and_gradients_eval_d768() {
 
 #[test]
 fn backend_train_mode_batch_statistics_d768() {
+    support::single_thread();
     let (vs, model) = backend(768, "backend_base768_weights.safetensors");
     let io = read_fixture("backend_base768_io_train_nodropout.safetensors");
     let labels_src = read_fixture("backend_base768_loss_grads_eval.safetensors");
@@ -182,6 +186,7 @@ fn backend_train_mode_batch_statistics_d768() {
 
 #[test]
 fn backend_key_sets_and_parameter_counts() {
+    support::single_thread();
     for (d, set, count) in [(768, "base768", 414_313), (1024, "xlsr300m", 447_081)] {
         let vs = VarStore::new(Device::Cpu);
         let _model = Aasist::new(vs.root(), &aasist::Config { ssl_dim: d });
@@ -275,16 +280,19 @@ fn check_tiny_ssl(layout: &str, entries: usize, params: i64) {
 
 #[test]
 fn wav2vec2_tiny_layer_layout() {
+    support::single_thread();
     check_tiny_ssl("layer", 70, 119_648);
 }
 
 #[test]
 fn wav2vec2_tiny_group_layout() {
+    support::single_thread();
     check_tiny_ssl("group", 51, 119_040);
 }
 
 #[test]
 fn normalisation_is_population_z_score() {
+    support::single_thread();
     let io = read_fixture("ssl_tiny_layer_io_eval.safetensors");
     let x = normalize_waveforms(&io["waveform"]);
     assert_forward("input_values", &x, &io["input_values"]);

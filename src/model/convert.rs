@@ -69,7 +69,9 @@ pub fn import_checkpoint(opts: &ImportOptions) -> Result<ImportReport, ModelErro
         ssl_weights_from = opts.backend.clone();
     }
     let spec_embed = format!("{SSL_PREFIX}masked_spec_embed");
-    let report = load_strict(&ckpt.vs, tensors, &opts.backend, &|k| k == spec_embed)?;
+    let report = load_strict(&ckpt.vs, tensors, &opts.backend, &|_| true, &|k| {
+        k == spec_embed
+    })?;
     set_aside.extend(report.ignored);
     ensure_fresh_dir(&opts.out_dir)?;
     ckpt.save(&opts.out_dir)?;

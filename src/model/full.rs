@@ -113,7 +113,7 @@ impl ModelCheckpoint {
                 n
             })
             .collect();
-        load_strict(&self.vs, tensors, path, &|_| false).map(|_| ())
+        load_strict(&self.vs, tensors, path, &|_| true, &|_| false).map(|_| ())
     }
 
     /// The model's variables in the reference state-dict layout, sorted, on the CPU.

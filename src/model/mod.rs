@@ -11,13 +11,14 @@ mod api;
 pub mod checkpoint;
 mod error;
 mod options;
+pub mod train;
 pub mod wav2vec2;
 
 pub use api::{
     DetectorOptions, ExportOptions, ExportReport, ExtractOptions, ImportOptions, ImportReport,
     OomHint,
 };
-pub use checkpoint::{CheckpointConfig, SslDigest, ssl_digest};
+pub use checkpoint::{CheckpointConfig, SslDigest, SslSection, ssl_digest};
 pub use error::ModelError;
 pub use options::{
     ChannelPolicy, DeviceChoice, Features, Precision, Preprocessing, RuntimeInfo, SslOutput,

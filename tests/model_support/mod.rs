@@ -65,3 +65,9 @@ pub fn assert_grad(name: &str, port: &Tensor, fixture: &Tensor, structurally_zer
     );
     fallback
 }
+
+/// One libtorch thread: the machines that run the tests are shared, and OpenMP threads that
+/// spin-wait on busy cores make multi-threaded runs orders of magnitude slower.
+pub fn single_thread() {
+    tch::set_num_threads(1);
+}

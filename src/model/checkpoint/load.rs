@@ -85,16 +85,22 @@ pub(crate) struct LoadReport {
     pub ignored: Vec<String>,
 }
 
-/// Copies `tensors` (names already mapped to the store's names) into `vs`. Every variable must
-/// be present with the same shape and every tensor must be a variable, except names for which
-/// `ignorable` is true. Values are converted to the variable's dtype and device.
+/// Copies `tensors` (names already mapped to the store's names) into the variables of `vs` for
+/// which `scope` is true. Every such variable must be present with the same shape and every
+/// tensor must be one of them, except names for which `ignorable` is true. Values are converted
+/// to the variable's dtype and device.
 pub(crate) fn load_strict(
     vs: &VarStore,
     tensors: Vec<Named>,
     fallback_path: &Path,
+    scope: &dyn Fn(&str) -> bool,
     ignorable: &dyn Fn(&str) -> bool,
 ) -> Result<LoadReport, ModelError> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let vars: BTreeMap<String, Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| scope(k))
+        .collect();
     let mut by_name: BTreeMap<String, Named> = BTreeMap::new();
     for n in tensors {
         by_name.insert(n.name.clone(), n);

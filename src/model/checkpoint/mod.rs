@@ -210,10 +210,15 @@ pub fn refuse_pickle_state_dict(path: &Path) -> Result<(), ModelError> {
             how,
         });
     }
-    let mut head = [0u8; 4];
+    // A safetensors file starts with its header length (u64 LE) and then the JSON header `{`;
+    // torch.save writes a zip archive (`PK`) or a raw pickle stream (0x80).
+    let mut head = [0u8; 9];
     if let Ok(mut f) = std::fs::File::open(path) {
         use std::io::Read;
-        if f.read_exact(&mut head).is_ok() && (head[..2] == *b"PK" || head[0] == 0x80) {
+        if f.read_exact(&mut head).is_ok()
+            && head[8] != b'{'
+            && (head[..2] == *b"PK" || head[0] == 0x80)
+        {
             return Err(ModelError::PickleRefused {
                 path: path.to_path_buf(),
                 how,
@@ -331,6 +336,33 @@ impl HfFiles {
     }
 }
 
+impl SslSection {
+    /// The SSL section of a back-end-only (frozen-mode) checkpoint: the Hugging Face folder's
+    /// configuration and digest, not its weights.
+    pub fn external(ssl_dir: &Path, output: SslOutput) -> Result<SslSection, ModelError> {
+        let files = HfFiles::locate(ssl_dir)?;
+        let (cfg, raw) = wav2vec2::Config::from_file(&files.config)?;
+        if let SslOutput::HiddenState(k) = output {
+            if k > cfg.num_hidden_layers {
+                return Err(ModelError::config(
+                    &files.config,
+                    format!(
+                        "hidden state {k} asked for, the model has {} layers",
+                        cfg.num_hidden_layers
+                    ),
+                ));
+            }
+        }
+        Ok(SslSection {
+            embedded: false,
+            output,
+            config: raw,
+            digest: Some(files.digest()?),
+            source: Some(ssl_dir.display().to_string()),
+        })
+    }
+}
+
 /// Digest of a Hugging Face wav2vec2 folder (for stage keys and back-end-only checkpoints).
 pub fn ssl_digest(dir: &Path) -> Result<SslDigest, ModelError> {
     HfFiles::locate(dir)?.digest()
@@ -349,11 +381,16 @@ mod tests {
         assert!(matches!(e, ModelError::PickleRefused { .. }));
         assert!(e.to_string().contains("save_file"), "{e}");
         let zip = dir.path().join("aasist.weights");
-        std::fs::write(&zip, b"PK\x03\x04rest").unwrap();
+        std::fs::write(&zip, b"PK\x03\x04rest of a zip").unwrap();
         assert!(refuse_pickle_state_dict(&zip).is_err());
-        let ok = dir.path().join("aasist.safetensors");
-        std::fs::write(&ok, 8u64.to_le_bytes()).unwrap();
-        assert!(refuse_pickle_state_dict(&ok).is_ok());
+        // A safetensors header whose length starts with 0x80 or "PK" is not mistaken for one.
+        for len in [0x80u64, 0x4B50] {
+            let ok = dir.path().join(format!("aasist-{len}.safetensors"));
+            let mut bytes = len.to_le_bytes().to_vec();
+            bytes.extend_from_slice(b"{}");
+            std::fs::write(&ok, bytes).unwrap();
+            assert!(refuse_pickle_state_dict(&ok).is_ok());
+        }
     }
 
     #[test]
@@ -392,7 +429,7 @@ pub fn load_state_dict(vs: &tch::nn::VarStore, path: &Path) -> Result<(), ModelE
             n
         })
         .collect();
-    load::load_strict(vs, tensors, path, &|_| false).map(|_| ())
+    load::load_strict(vs, tensors, path, &|_| true, &|_| false).map(|_| ())
 }
 
 /// Loads the weights of a Hugging Face wav2vec2 folder into `vs` under `prefix` (`""` for a
@@ -414,7 +451,9 @@ pub fn load_hf_weights(
         })
         .collect();
     let spec_embed = format!("{prefix}masked_spec_embed");
-    let report = load::load_strict(vs, tensors, &files.dir, &|k| k == spec_embed)?;
+    let report = load::load_strict(vs, tensors, &files.dir, &|k| k.starts_with(prefix), &|k| {
+        k == spec_embed
+    })?;
     set_aside.extend(report.ignored);
     Ok(set_aside)
 }
