@@ -36,7 +36,7 @@ fn eer(scores: &[f64], labels: &[bool]) -> f64 {
         } else {
             far -= 1.0 / n_spoof;
         }
-        let gap = (frr - far as f64).abs();
+        let gap = (frr - far).abs();
         if gap < best.0 {
             best = (gap, (frr + far) / 2.0);
         }

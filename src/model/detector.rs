@@ -132,7 +132,7 @@ impl Detector {
                 });
             }
         };
-        if batch == 0 || waveforms.len() % batch != 0 {
+        if batch == 0 || !waveforms.len().is_multiple_of(batch) {
             return Err(ModelError::Input {
                 what: "Detector::score_waveforms",
                 message: format!(

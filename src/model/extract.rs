@@ -32,17 +32,7 @@ impl Extractor {
         let device = resolve_device(opts.device)?;
         let mut ssl = PretrainedSsl::load(ssl_dir, device)?;
         ssl.vs.freeze();
-        if let SslOutput::HiddenState(k) = opts.output {
-            if k > ssl.config.num_hidden_layers {
-                return Err(ModelError::config(
-                    &ssl.files.config,
-                    format!(
-                        "hidden state {k} asked for, the model has {} layers (0..={})",
-                        ssl.config.num_hidden_layers, ssl.config.num_hidden_layers
-                    ),
-                ));
-            }
-        }
+        ssl.config.check_output(opts.output, &ssl.files.config)?;
         let digest = ssl.files.digest()?;
         Ok(Extractor {
             precision: opts.precision.effective(device.is_cuda()),
@@ -89,7 +79,7 @@ impl Extractor {
     }
 
     fn check(&self, len: usize, batch: usize) -> Result<usize, ModelError> {
-        if batch == 0 || len % batch != 0 {
+        if batch == 0 || !len.is_multiple_of(batch) {
             return Err(ModelError::Input {
                 what: "Extractor::extract",
                 message: format!("{len} samples do not split into {batch} equal clips"),

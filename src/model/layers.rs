@@ -66,7 +66,8 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// Registers a convolution with kernel `kernel` (1 or 2 dims), torch's default init.
+    /// Registers an ungrouped convolution with kernel `kernel` (1 or 2 dims), torch's default
+    /// init.
     pub fn new(
         p: Path,
         in_ch: i64,
@@ -74,11 +75,11 @@ impl Conv {
         kernel: &[i64],
         stride: &[i64],
         padding: &[i64],
-        groups: i64,
         bias: bool,
     ) -> Conv {
-        let fan_in = in_ch / groups * kernel.iter().product::<i64>();
-        let mut dims = vec![out_ch, in_ch / groups];
+        let groups = 1;
+        let fan_in = in_ch * kernel.iter().product::<i64>();
+        let mut dims = vec![out_ch, in_ch];
         dims.extend_from_slice(kernel);
         let weight = p.var("weight", &dims, torch_default(fan_in));
         let bias = bias.then(|| p.var("bias", &[out_ch], torch_default(fan_in)));

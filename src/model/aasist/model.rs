@@ -71,9 +71,9 @@ impl Aasist {
             first_bn: BatchNorm::new(&p / "first_bn", 1),
             first_bn1: BatchNorm::new(&p / "first_bn1", filt),
             encoder,
-            attention_0: Conv::new(&att / 0, filt, 128, &[1, 1], &[1, 1], &[0, 0], 1, true),
+            attention_0: Conv::new(&att / 0, filt, 128, &[1, 1], &[1, 1], &[0, 0], true),
             attention_2: BatchNorm::new(&att / 2, 128),
-            attention_3: Conv::new(&att / 3, 128, filt, &[1, 1], &[1, 1], &[0, 0], 1, true),
+            attention_3: Conv::new(&att / 3, 128, filt, &[1, 1], &[1, 1], &[0, 0], true),
             pos_s: p.var(
                 "pos_S",
                 &[1, SPECTRAL_NODES, filt],

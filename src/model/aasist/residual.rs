@@ -25,9 +25,9 @@ impl ResidualBlock {
     pub(super) fn new(p: Path, cin: i64, cout: i64, first: bool) -> ResidualBlock {
         ResidualBlock {
             bn1: (!first).then(|| BatchNorm::new(&p / "bn1", cin)),
-            conv1: Conv::new(&p / "conv1", cin, cout, &[2, 3], &[1, 1], &[1, 1], 1, true),
+            conv1: Conv::new(&p / "conv1", cin, cout, &[2, 3], &[1, 1], &[1, 1], true),
             bn2: BatchNorm::new(&p / "bn2", cout),
-            conv2: Conv::new(&p / "conv2", cout, cout, &[2, 3], &[1, 1], &[0, 1], 1, true),
+            conv2: Conv::new(&p / "conv2", cout, cout, &[2, 3], &[1, 1], &[0, 1], true),
             conv_downsample: (cin != cout).then(|| {
                 Conv::new(
                     &p / "conv_downsample",
@@ -36,7 +36,6 @@ impl ResidualBlock {
                     &[1, 3],
                     &[1, 1],
                     &[0, 1],
-                    1,
                     true,
                 )
             }),
@@ -45,11 +44,11 @@ impl ResidualBlock {
 
     /// `[B, cin, H, W]` → `[B, cout, H, W]`.
     pub(super) fn forward_t(&self, x: &Tensor, mode: Mode) -> Tensor {
-        if mode.batch_stats {
-            if let Some(bn1) = &self.bn1 {
-                // Dead branch: only its running-statistics update is observable.
-                let _ = tch::no_grad(|| bn1.forward_t(x, true));
-            }
+        if mode.batch_stats
+            && let Some(bn1) = &self.bn1
+        {
+            // Dead branch: only its running-statistics update is observable.
+            let _ = tch::no_grad(|| bn1.forward_t(x, true));
         }
         let out = self.conv1.forward(x);
         let out = self.bn2.forward_t(&out, mode.batch_stats).selu();

@@ -148,17 +148,7 @@ impl CheckpointConfig {
                 ),
             ));
         }
-        if let SslOutput::HiddenState(k) = self.ssl.output {
-            if k > ssl.num_hidden_layers {
-                return Err(ModelError::config(
-                    path,
-                    format!(
-                        "`ssl.output` asks for hidden state {k}, the SSL model has {} layers",
-                        ssl.num_hidden_layers
-                    ),
-                ));
-            }
-        }
+        ssl.check_output(self.ssl.output, path)?;
         if !self.ssl.embedded && self.ssl.digest.is_none() {
             return Err(ModelError::config(
                 path,
@@ -342,17 +332,7 @@ impl SslSection {
     pub fn external(ssl_dir: &Path, output: SslOutput) -> Result<SslSection, ModelError> {
         let files = HfFiles::locate(ssl_dir)?;
         let (cfg, raw) = wav2vec2::Config::from_file(&files.config)?;
-        if let SslOutput::HiddenState(k) = output {
-            if k > cfg.num_hidden_layers {
-                return Err(ModelError::config(
-                    &files.config,
-                    format!(
-                        "hidden state {k} asked for, the model has {} layers",
-                        cfg.num_hidden_layers
-                    ),
-                ));
-            }
-        }
+        cfg.check_output(output, &files.config)?;
         Ok(SslSection {
             embedded: false,
             output,
@@ -366,6 +346,47 @@ impl SslSection {
 /// Digest of a Hugging Face wav2vec2 folder (for stage keys and back-end-only checkpoints).
 pub fn ssl_digest(dir: &Path) -> Result<SslDigest, ModelError> {
     HfFiles::locate(dir)?.digest()
+}
+
+/// Loads a safetensors state dict into `vs` strictly: every variable must be present with its
+/// shape and nothing else may be there (the positional conv's `weight_g`/`weight_v` spelling is
+/// accepted for `parametrizations.weight.original0/1`). Pickle files are refused.
+#[cfg(feature = "torch")]
+pub fn load_state_dict(vs: &tch::nn::VarStore, path: &Path) -> Result<(), ModelError> {
+    let tensors = load::read_safetensors(path)?
+        .into_iter()
+        .map(|mut n| {
+            n.name = load::normalize_key(&n.name);
+            n
+        })
+        .collect();
+    load::load_strict(vs, tensors, path, &|_| true, &|_| false).map(|_| ())
+}
+
+/// Loads the weights of a Hugging Face wav2vec2 folder into `vs` under `prefix` (`""` for a
+/// bare `Wav2Vec2Model`, [`SSL_PREFIX`] inside W2V+AASIST). Head keys of
+/// `...ForPreTraining`/`...ForCTC` files (outside the `wav2vec2.` prefix) are set aside and
+/// returned; a `masked_spec_embed` the configuration does not use is ignored likewise.
+#[cfg(feature = "torch")]
+pub fn load_hf_weights(
+    vs: &tch::nn::VarStore,
+    prefix: &str,
+    files: &HfFiles,
+) -> Result<Vec<String>, ModelError> {
+    let (tensors, mut set_aside) = load::read_hf_ssl(files)?;
+    let tensors = tensors
+        .into_iter()
+        .map(|mut n| {
+            n.name = format!("{prefix}{}", n.name);
+            n
+        })
+        .collect();
+    let spec_embed = format!("{prefix}masked_spec_embed");
+    let report = load::load_strict(vs, tensors, &files.dir, &|k| k.starts_with(prefix), &|k| {
+        k == spec_embed
+    })?;
+    set_aside.extend(report.ignored);
+    Ok(set_aside)
 }
 
 #[cfg(test)]
@@ -415,45 +436,4 @@ mod tests {
         assert_eq!(d1.config, d2.config);
         assert!(d1.weights.starts_with("blake3:"));
     }
-}
-
-/// Loads a safetensors state dict into `vs` strictly: every variable must be present with its
-/// shape and nothing else may be there (the positional conv's `weight_g`/`weight_v` spelling is
-/// accepted for `parametrizations.weight.original0/1`). Pickle files are refused.
-#[cfg(feature = "torch")]
-pub fn load_state_dict(vs: &tch::nn::VarStore, path: &Path) -> Result<(), ModelError> {
-    let tensors = load::read_safetensors(path)?
-        .into_iter()
-        .map(|mut n| {
-            n.name = load::normalize_key(&n.name);
-            n
-        })
-        .collect();
-    load::load_strict(vs, tensors, path, &|_| true, &|_| false).map(|_| ())
-}
-
-/// Loads the weights of a Hugging Face wav2vec2 folder into `vs` under `prefix` (`""` for a
-/// bare `Wav2Vec2Model`, [`SSL_PREFIX`] inside W2V+AASIST). Head keys of
-/// `...ForPreTraining`/`...ForCTC` files (outside the `wav2vec2.` prefix) are set aside and
-/// returned; a `masked_spec_embed` the configuration does not use is ignored likewise.
-#[cfg(feature = "torch")]
-pub fn load_hf_weights(
-    vs: &tch::nn::VarStore,
-    prefix: &str,
-    files: &HfFiles,
-) -> Result<Vec<String>, ModelError> {
-    let (tensors, mut set_aside) = load::read_hf_ssl(files)?;
-    let tensors = tensors
-        .into_iter()
-        .map(|mut n| {
-            n.name = format!("{prefix}{}", n.name);
-            n
-        })
-        .collect();
-    let spec_embed = format!("{prefix}masked_spec_embed");
-    let report = load::load_strict(vs, tensors, &files.dir, &|k| k.starts_with(prefix), &|k| {
-        k == spec_embed
-    })?;
-    set_aside.extend(report.ignored);
-    Ok(set_aside)
 }

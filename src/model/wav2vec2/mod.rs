@@ -237,6 +237,26 @@ impl Config {
         Ok(())
     }
 
+    /// Checks that `output` exists in this model (`hidden_states[k]` needs k <= layers).
+    pub fn check_output(
+        &self,
+        output: crate::model::options::SslOutput,
+        path: &Path,
+    ) -> Result<(), ModelError> {
+        match output {
+            crate::model::options::SslOutput::HiddenState(k) if k > self.num_hidden_layers => {
+                Err(ModelError::config(
+                    path,
+                    format!(
+                        "hidden state {k} asked for, the model has {} layers (hidden states 0..={})",
+                        self.num_hidden_layers, self.num_hidden_layers
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The hidden activation.
     pub fn hidden_activation(&self) -> Activation {
         Activation::parse(&self.hidden_act).unwrap_or(Activation::Gelu)

@@ -82,24 +82,24 @@ impl Wav2Vec2Model {
         }
         let (b, t, d) = h.size3().expect("hidden states are [B, T, D]");
         let mut h = h;
-        if self.cfg.mask_time_prob > 0.0 {
-            if let Some(embed) = &self.masked_spec_embed {
-                let mask = compute_mask_indices(
-                    b as usize,
-                    t as usize,
-                    self.cfg.mask_time_prob,
-                    self.cfg.mask_time_length.max(0) as usize,
-                    self.cfg.mask_time_min_masks.max(0) as usize,
+        if self.cfg.mask_time_prob > 0.0
+            && let Some(embed) = &self.masked_spec_embed
+        {
+            let mask = compute_mask_indices(
+                b as usize,
+                t as usize,
+                self.cfg.mask_time_prob,
+                self.cfg.mask_time_length.max(0) as usize,
+                self.cfg.mask_time_min_masks.max(0) as usize,
+            );
+            if mask.iter().any(|m| *m) {
+                let mask = Tensor::from_slice(&mask)
+                    .view([b, t, 1])
+                    .to_device(h.device());
+                h = h.where_self(
+                    &mask.logical_not(),
+                    &embed.to_kind(h.kind()).view([1, 1, d]),
                 );
-                if mask.iter().any(|m| *m) {
-                    let mask = Tensor::from_slice(&mask)
-                        .view([b, t, 1])
-                        .to_device(h.device());
-                    h = h.where_self(
-                        &mask.logical_not(),
-                        &embed.to_kind(h.kind()).view([1, 1, d]),
-                    );
-                }
             }
         }
         if self.cfg.mask_feature_prob > 0.0 {
