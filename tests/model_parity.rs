@@ -15,7 +15,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
 fn backend(ssl_dim: i64, weights: &str) -> (VarStore, Aasist) {
-    let vs = VarStore::new(Device::Cpu);
+    let vs = VarStore::new(support::device());
     let model = Aasist::new(vs.root(), &aasist::Config { ssl_dim });
     load_state_dict(&vs, &fixture(weights)).expect("fixture weights load strictly");
     (vs, model)
@@ -25,8 +25,13 @@ fn check_eval_traces(ssl_dim: i64, set: &str) {
     let (_vs, model) = backend(ssl_dim, &format!("backend_{set}_weights.safetensors"));
     let io = read_fixture(&format!("backend_{set}_io_eval.safetensors"));
     let mut trace = Vec::new();
-    let logits =
-        tch::no_grad(|| model.forward_traced(&io["ssl_feat"], Mode::EVAL, Some(&mut trace)));
+    let logits = tch::no_grad(|| {
+        model.forward_traced(
+            &io["ssl_feat"].to_device(support::device()),
+            Mode::EVAL,
+            Some(&mut trace),
+        )
+    });
     let names: BTreeSet<&str> = trace.iter().map(|(n, _)| n.as_str()).collect();
     let expected: BTreeSet<&str> = io.keys().map(String::as_str).collect();
     assert_eq!(names, expected, "traced intermediates = fixture names");
@@ -67,10 +72,11 @@ fn structurally_zero(mode: &str) -> BTreeSet<String> {
 }
 
 fn bce(logits: &Tensor, labels: &Tensor, pos_weight: &Tensor) -> Tensor {
+    let d = logits.device();
     logits.binary_cross_entropy_with_logits(
-        labels,
+        &labels.to_device(d),
         None::<&Tensor>,
-        Some(pos_weight),
+        Some(&pos_weight.to_device(d)),
         Reduction::Mean,
     )
 }
@@ -123,8 +129,12 @@ fn backend_loss_and_gradients_eval_d768() {
     let (vs, model) = backend(768, "backend_base768_weights.safetensors");
     let io = read_fixture("backend_base768_io_eval.safetensors");
     let fix = read_fixture("backend_base768_loss_grads_eval.safetensors");
-    let logits = model.forward_t(&io["ssl_feat"], false);
-    let loss = bce(&logits, &fix["labels"], &fix["pos_weight"]);
+    let logits = model.forward_t(&io["ssl_feat"].to_device(support::device()), false);
+    let loss = bce(
+        &logits,
+        &fix["labels"].to_device(support::device()),
+        &fix["pos_weight"].to_device(support::device()),
+    );
     assert_forward("loss", &loss.view([1]), &fix["loss"]);
     loss.backward();
     let (n, worst) = check_grads(&vs, &fix, &structurally_zero("loss_grads_eval"));
@@ -146,7 +156,11 @@ fn backend_train_mode_batch_statistics_d768() {
         dropout: false,
     };
     let mut trace = Vec::new();
-    let logits = model.forward_traced(&io["ssl_feat"], mode, Some(&mut trace));
+    let logits = model.forward_traced(
+        &io["ssl_feat"].to_device(support::device()),
+        mode,
+        Some(&mut trace),
+    );
     let mut worst: f64 = 0.0;
     for (name, t) in &trace {
         worst = worst.max(assert_forward(name, t, &io[name]));
@@ -223,7 +237,7 @@ fn hf_folder(layout: &str) -> tempfile::TempDir {
 
 fn check_tiny_ssl(layout: &str, entries: usize, params: i64) {
     let dir = hf_folder(layout);
-    let ssl = PretrainedSsl::load(dir.path(), Device::Cpu).expect("tiny HF folder loads");
+    let ssl = PretrainedSsl::load(dir.path(), support::device()).expect("tiny HF folder loads");
     let ours: BTreeSet<String> = ssl.vs.variables().into_keys().collect();
     let theirs: BTreeSet<String> = read_fixture(&format!("ssl_tiny_{layout}_weights.safetensors"))
         .into_keys()
@@ -244,7 +258,10 @@ fn check_tiny_ssl(layout: &str, entries: usize, params: i64) {
     let io = read_fixture(&format!("ssl_tiny_{layout}_io_eval.safetensors"));
     let input_values = normalize_waveforms(&io["waveform"]);
     let mut worst = assert_forward("input_values", &input_values, &io["input_values"]);
-    let out = tch::no_grad(|| ssl.model.forward_all(&io["input_values"], false));
+    let out = tch::no_grad(|| {
+        ssl.model
+            .forward_all(&io["input_values"].to_device(support::device()), false)
+    });
     worst = worst.max(assert_forward(
         "extract_features",
         &out.extract_features,
@@ -265,8 +282,10 @@ fn check_tiny_ssl(layout: &str, entries: usize, params: i64) {
     ));
     // The same from the raw waveform through our normalisation.
     let from_wave = tch::no_grad(|| {
-        ssl.model
-            .forward_t(&normalize_waveforms(&io["waveform"]), false)
+        ssl.model.forward_t(
+            &normalize_waveforms(&io["waveform"].to_device(support::device())),
+            false,
+        )
     });
     worst = worst.max(assert_forward(
         "last_hidden_state (from waveform)",

@@ -3,6 +3,9 @@ architecture, random weights) forward on 4 x 64,600 samples, and the AASIST back
 (aasist_spec.py, D=768) forward+backward on a batch of 4 x 201 frames. Prints one JSON object.
 
 usage: bench_torch.py THREADS ITERS
+       bench_torch.py extract DEVICE DTYPE BATCH BATCHES base|xlsr
+(the second form measures feature extraction: normalisation, Wav2Vec2Model under autocast for
+bf16/f16, f16 features copied to the host, as the brspeech Extractor does)
 """
 
 import json
@@ -68,5 +71,39 @@ def main():
     print(json.dumps(result))
 
 
+def xlsr_300m():
+    return Wav2Vec2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                          feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, mask_time_prob=0.075)
+
+
+def extract(device, dtype, batch, batches, layout):
+    torch.manual_seed(0)
+    cfg = xlsr_300m() if layout == "xlsr" else Wav2Vec2Config()
+    model = Wav2Vec2Model(cfg).to(device).eval()
+    wave = torch.randn(batch, 64600)
+    low = {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[dtype]
+
+    def run():
+        with torch.no_grad():
+            x = wave.to(device)
+            x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-7)
+            with torch.autocast(device_type=device.split(":")[0], dtype=low or torch.float32, enabled=low is not None):
+                h = model(x).last_hidden_state
+            return h.to(torch.float16).cpu()
+
+    for _ in range(2):
+        run()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        run()
+    secs = time.perf_counter() - t0
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+    print(json.dumps({"impl": "transformers", "model": layout, "device": device, "device_name": name, "dtype": dtype,
+                      "batch": batch, "batches": batches, "seconds": secs, "clips_per_s": batch * batches / secs}))
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "extract":
+        extract(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    else:
+        main()

@@ -3,11 +3,16 @@
 //! (D=768) forward+backward and eval forward on 4 x 201 frames. Prints one JSON object.
 //!
 //! usage: cargo bench --bench model -- THREADS ITERS   (run through benches/model/run.sh)
+//!
+//! A second mode measures feature extraction through the real `Extractor` (random weights
+//! written as a Hugging Face folder; f16 features copied to the host), for CPU or CUDA:
+//! `... -- extract DEVICE DTYPE BATCH BATCHES base|xlsr` (run through benches/model/extract.sh).
 
 use std::time::Instant;
 
 use brspeech::model::aasist::{self, Aasist};
 use brspeech::model::wav2vec2::{self, Wav2Vec2Model, normalize_waveforms};
+use brspeech::model::{DeviceChoice, ExtractOptions, Extractor, Precision};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -32,11 +37,90 @@ fn timed(mut f: impl FnMut(), iters: usize) -> serde_json::Value {
     serde_json::json!({ "min_s": runs[0], "median_s": median, "runs_s": out })
 }
 
+/// The Hugging Face XLS-R 300M architecture (`facebook/wav2vec2-xls-r-300m`).
+fn xlsr_300m() -> wav2vec2::Config {
+    wav2vec2::Config {
+        hidden_size: 1024,
+        num_hidden_layers: 24,
+        num_attention_heads: 16,
+        intermediate_size: 4096,
+        feat_extract_norm: "layer".into(),
+        do_stable_layer_norm: true,
+        conv_bias: true,
+        mask_time_prob: 0.075,
+        ..wav2vec2::Config::default()
+    }
+}
+
+fn extract_bench(args: &[String]) {
+    let arg = |i: usize, what: &str| {
+        args.get(i)
+            .cloned()
+            .unwrap_or_else(|| panic!("missing {what}"))
+    };
+    let device: DeviceChoice = arg(1, "DEVICE").parse().unwrap();
+    let precision: Precision = arg(2, "DTYPE").parse().unwrap();
+    let batch: usize = arg(3, "BATCH").parse().unwrap();
+    let batches: usize = arg(4, "BATCHES").parse().unwrap();
+    let layout = arg(5, "base|xlsr");
+    let cfg = if layout == "xlsr" {
+        xlsr_300m()
+    } else {
+        wav2vec2::Config::default()
+    };
+    tch::manual_seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let vs = VarStore::new(Device::Cpu);
+        let _model = Wav2Vec2Model::new(vs.root(), &cfg);
+        vs.save(dir.path().join("model.safetensors")).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_string_pretty(&cfg).unwrap(),
+        )
+        .unwrap();
+    }
+    let opts = ExtractOptions {
+        device,
+        precision,
+        ..ExtractOptions::default()
+    };
+    let ex = Extractor::load(dir.path(), &opts).unwrap();
+    let wave = Vec::<f32>::try_from(Tensor::randn(
+        [(batch * 64_600) as i64],
+        (Kind::Float, Device::Cpu),
+    ))
+    .unwrap();
+    for _ in 0..2 {
+        ex.extract(&wave, batch).unwrap();
+    }
+    let t0 = Instant::now();
+    for _ in 0..batches {
+        let f = ex.extract(&wave, batch).unwrap();
+        assert_eq!((f.frames, f.dim), (201, cfg.hidden_size as usize));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let result = serde_json::json!({
+        "impl": "brspeech-tch",
+        "model": layout,
+        "device": ex.device(),
+        "dtype": ex.precision().to_string(),
+        "batch": batch,
+        "batches": batches,
+        "seconds": secs,
+        "clips_per_s": (batch * batches) as f64 / secs,
+    });
+    println!("{result}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    if args.first().map(String::as_str) == Some("extract") {
+        return extract_bench(&args);
+    }
     let threads: i32 = args.first().and_then(|s| s.parse().ok()).unwrap_or(2);
     let iters: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     tch::set_num_threads(threads);

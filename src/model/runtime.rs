@@ -59,6 +59,29 @@ unsafe extern "C" {
     fn at_get_autocast_dtype(device_type: i8) -> i8;
 }
 
+// `at::globalContext()` and the TF32 switches of `at::Context` (member functions: the object
+// pointer is the first argument).
+unsafe extern "C" {
+    #[link_name = "_ZN2at13globalContextEv"]
+    fn at_global_context() -> *mut std::ffi::c_void;
+    #[link_name = "_ZN2at7Context17setAllowTF32CuDNNEb"]
+    fn at_set_allow_tf32_cudnn(ctx: *mut std::ffi::c_void, allowed: bool);
+    #[link_name = "_ZN2at7Context18setAllowTF32CuBLASEb"]
+    fn at_set_allow_tf32_cublas(ctx: *mut std::ffi::c_void, allowed: bool);
+}
+
+/// Allows or forbids TF32 in CUDA convolutions (cuDNN) and matrix products (cuBLAS). libtorch
+/// allows it in cuDNN by default, as PyTorch does; parity checks against float32 references
+/// turn it off. No effect on the CPU.
+pub fn set_tf32(allowed: bool) {
+    // SAFETY: `globalContext()` returns libtorch's process-wide context; the setters store a flag.
+    unsafe {
+        let ctx = at_global_context();
+        at_set_allow_tf32_cudnn(ctx, allowed);
+        at_set_allow_tf32_cublas(ctx, allowed);
+    }
+}
+
 const DEVICE_TYPE_CUDA: i8 = 1;
 const SCALAR_HALF: i8 = 5;
 const SCALAR_BFLOAT16: i8 = 15;
@@ -323,6 +346,12 @@ mod tests {
         );
         assert!(info.cpu_threads >= 1);
         assert!(info.to_string().starts_with("libtorch 2.11"), "{info}");
+    }
+
+    #[test]
+    fn tf32_switch_is_callable() {
+        set_tf32(false);
+        set_tf32(true);
     }
 
     #[test]

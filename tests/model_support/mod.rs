@@ -29,7 +29,10 @@ pub fn report() -> serde_json::Value {
 /// max over elements of `|port - fixture| / (atol + rtol * |fixture|)`; <= 1 passes.
 pub fn tolerance_ratio(port: &Tensor, fixture: &Tensor, atol: f64, rtol: f64) -> f64 {
     assert_eq!(port.size(), fixture.size(), "shape");
-    let p = port.detach().to_kind(Kind::Double);
+    let p = port
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Double);
     let f = fixture.to_kind(Kind::Double);
     let ratio = (&p - &f).abs() / (f.abs() * rtol + atol);
     ratio.max().double_value(&[])
@@ -45,6 +48,7 @@ pub fn assert_forward(name: &str, port: &Tensor, fixture: &Tensor) -> f64 {
 /// The gradient rules of the fixtures README §2: strict (atol 1e-6, rtol 1e-3); when that fails,
 /// atol += 2e-2 * max|fixture|; structurally-zero gradients need |port| <= 1e-5.
 pub fn assert_grad(name: &str, port: &Tensor, fixture: &Tensor, structurally_zero: bool) -> f64 {
+    let port = &port.to_device(tch::Device::Cpu);
     if structurally_zero {
         let m = port.abs().max().double_value(&[]);
         assert!(
@@ -70,4 +74,20 @@ pub fn assert_grad(name: &str, port: &Tensor, fixture: &Tensor, structurally_zer
 /// spin-wait on busy cores make multi-threaded runs orders of magnitude slower.
 pub fn single_thread() {
     tch::set_num_threads(1);
+}
+
+/// The device the parity checks run on: the CPU, or CUDA with `BRSPEECH_TEST_DEVICE=cuda`
+/// (TF32 then off, so float32 is float32).
+pub fn device() -> tch::Device {
+    match std::env::var("BRSPEECH_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            assert!(
+                tch::Cuda::is_available(),
+                "BRSPEECH_TEST_DEVICE=cuda but libtorch sees no CUDA device"
+            );
+            brspeech::model::runtime::set_tf32(false);
+            tch::Device::Cuda(0)
+        }
+        _ => tch::Device::Cpu,
+    }
 }

@@ -191,3 +191,83 @@ impl PretrainedSsl {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn tiny(layerdrop: f64, mask_time_prob: f64) -> Config {
+        Config {
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            conv_dim: vec![8, 8],
+            conv_kernel: vec![10, 3],
+            conv_stride: vec![5, 2],
+            num_conv_pos_embeddings: 16,
+            num_conv_pos_embedding_groups: 4,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
+            activation_dropout: 0.0,
+            feat_proj_dropout: 0.0,
+            layerdrop,
+            mask_time_prob,
+            ..Config::default()
+        }
+    }
+
+    fn wave() -> Tensor {
+        normalize_waveforms(&Tensor::randn([2, 4000], (Kind::Float, Device::Cpu)))
+    }
+
+    #[test]
+    fn training_mode_without_randomness_equals_eval() {
+        tch::manual_seed(1);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let m = Wav2Vec2Model::new(vs.root(), &tiny(0.0, 0.0));
+        let x = wave();
+        let (a, b) = tch::no_grad(|| (m.forward_t(&x, true), m.forward_t(&x, false)));
+        assert!(a.equal(&b));
+    }
+
+    #[test]
+    fn layerdrop_one_skips_every_layer() {
+        tch::manual_seed(2);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let m = Wav2Vec2Model::new(vs.root(), &tiny(1.0, 0.0));
+        let x = wave();
+        let (trained, all) = tch::no_grad(|| (m.forward_t(&x, true), m.forward_all(&x, false)));
+        // Post-LN layout: with every layer dropped the output is the encoder input.
+        assert!(trained.allclose(&all.hidden_states[0], 1e-6, 1e-6, false));
+        assert!(!trained.allclose(&all.last_hidden_state, 1e-3, 1e-3, false));
+    }
+
+    #[test]
+    fn time_masking_writes_masked_spec_embed() {
+        tch::manual_seed(3);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let m = Wav2Vec2Model::new(vs.root(), &tiny(0.0, 0.3));
+        let h = Tensor::zeros([2, 60, 16], (Kind::Float, Device::Cpu));
+        let out = tch::no_grad(|| m.mask_hidden_states(h.shallow_clone(), true));
+        let embed = m.masked_spec_embed.as_ref().unwrap();
+        for b in 0..2 {
+            let rows = out.get(b);
+            let masked = (0..60)
+                .filter(|&t| rows.get(t).allclose(embed, 0.0, 0.0, false))
+                .count();
+            // mask_time_prob 0.3 of 60 frames in spans of 10: one or two spans (overlaps allowed).
+            assert!(
+                (10..=20).contains(&masked),
+                "row {b}: {masked} masked frames"
+            );
+            let zero = (0..60)
+                .filter(|&t| rows.get(t).abs().sum(Kind::Float).double_value(&[]) == 0.0)
+                .count();
+            assert_eq!(masked + zero, 60);
+        }
+        let eval = tch::no_grad(|| m.mask_hidden_states(h.shallow_clone(), false));
+        assert!(eval.equal(&h), "no masking in eval mode");
+    }
+}
