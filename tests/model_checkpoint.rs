@@ -471,6 +471,10 @@ fn extractor_returns_f16_features_of_the_chosen_layer() {
         (64, 49, "cpu")
     );
     assert_eq!(ex.digest(), &ssl_digest(&dir).unwrap());
+    let section = ex.ssl_section();
+    assert!(!section.embedded);
+    assert_eq!(section.digest.as_ref(), Some(ex.digest()));
+    assert_eq!(&section.config, ex.ssl_config_json());
     let f = ex.extract(&wave, batch).unwrap();
     assert_eq!(
         (f.batch, f.frames, f.dim, f.data.len()),

@@ -208,6 +208,49 @@ fn learns_a_separable_synthetic_set() {
         .map(f64::from)
         .collect();
     assert!((eer(&scores, &val_set.labels) - best.val_eer).abs() < 1e-9);
+    // The dead `bn1` never gets a gradient: Adam has no state for it and never moved it
+    // (no update, no weight decay), while its running statistics follow the batches.
+    let opt: Vec<String> = Tensor::read_safetensors(out.last_model.join("optimizer.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(opt.contains(&"exp_avg.encoder.1.0.bn2.weight".to_string()));
+    assert!(
+        !opt.iter().any(|k| k.contains(".bn1.")),
+        "no optimizer state for the dead bn1"
+    );
+    let weights: std::collections::BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(out.last_model.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert!(
+        weights["encoder.1.0.bn1.weight"].equal(&Tensor::ones([32], (Kind::Float, Device::Cpu)))
+    );
+    assert!(
+        weights["encoder.1.0.bn1.bias"].equal(&Tensor::zeros([32], (Kind::Float, Device::Cpu)))
+    );
+    assert!(weights["encoder.1.0.bn1.num_batches_tracked"].int64_value(&[]) > 0);
+    // The best epoch exports as a plain model checkpoint folder.
+    let exported = tmp.path().join("model");
+    brspeech::model::copy_checkpoint(&out.best_model, &exported).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&exported)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["config.json", "model.safetensors"]);
+    assert!(
+        Detector::load(
+            &exported,
+            &DetectorOptions {
+                device: DeviceChoice::Cpu,
+                ..DetectorOptions::default()
+            }
+        )
+        .is_ok()
+    );
     // Only the best and the last epoch folders are kept.
     let mut kept: Vec<String> = std::fs::read_dir(&spec.run_dir)
         .unwrap()

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::model::api::{
     DetectorOptions, ExportOptions, ExportReport, ExtractOptions, ImportOptions, ImportReport,
 };
-use crate::model::checkpoint::{CheckpointConfig, SslDigest};
+use crate::model::checkpoint::{CheckpointConfig, SslDigest, SslSection};
 use crate::model::error::ModelError;
 use crate::model::options::{Features, Precision, Preprocessing, RuntimeInfo, SslOutput};
 
@@ -53,6 +53,10 @@ impl Extractor {
     }
     /// Never called (no value exists).
     pub fn digest(&self) -> &SslDigest {
+        match *self {}
+    }
+    /// Never called (no value exists).
+    pub fn ssl_section(&self) -> SslSection {
         match *self {}
     }
     /// Never called (no value exists).

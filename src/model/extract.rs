@@ -6,7 +6,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::model::api::ExtractOptions;
-use crate::model::checkpoint::SslDigest;
+use crate::model::checkpoint::{SslDigest, SslSection};
 use crate::model::error::{ModelError, TorchContext};
 use crate::model::options::{Features, Precision, SslOutput};
 use crate::model::runtime::{GuardCtx, device_name, guard, resolve_device, with_precision};
@@ -46,6 +46,18 @@ impl Extractor {
     /// Digest of the SSL folder (part of the stage key and of back-end-only checkpoints).
     pub fn digest(&self) -> &SslDigest {
         &self.digest
+    }
+
+    /// What a back-end-only checkpoint trained on these features records about the SSL
+    /// (configuration, digest, output; `embedded: false`).
+    pub fn ssl_section(&self) -> SslSection {
+        SslSection {
+            embedded: false,
+            output: self.opts.output,
+            config: self.ssl.raw_config.clone(),
+            digest: Some(self.digest.clone()),
+            source: Some(self.ssl.files.dir.display().to_string()),
+        }
     }
 
     /// `config.json` of the SSL folder, verbatim.

@@ -18,7 +18,7 @@ pub use api::{
     DetectorOptions, ExportOptions, ExportReport, ExtractOptions, ImportOptions, ImportReport,
     OomHint,
 };
-pub use checkpoint::{CheckpointConfig, SslDigest, SslSection, ssl_digest};
+pub use checkpoint::{CheckpointConfig, SslDigest, SslSection, copy_checkpoint, ssl_digest};
 pub use error::ModelError;
 pub use options::{
     ChannelPolicy, DeviceChoice, Features, Precision, Preprocessing, RuntimeInfo, SslOutput,

@@ -343,6 +343,31 @@ impl SslSection {
     }
 }
 
+/// Copies a model checkpoint (`config.json` + `model.safetensors`, nothing else: training
+/// epoch folders also hold optimizer state) into `to`, hard-linking when possible. The
+/// configuration is validated first.
+pub fn copy_checkpoint(from: &Path, to: &Path) -> Result<(), ModelError> {
+    CheckpointConfig::read(from)?;
+    std::fs::create_dir_all(to).map_err(|e| ModelError::io("create", to, e))?;
+    for name in ["model.safetensors", "config.json"] {
+        let (src, dst) = (from.join(name), to.join(name));
+        if !src.is_file() {
+            return Err(ModelError::MissingFile {
+                path: src,
+                hint: "a model checkpoint folder holds `config.json` and `model.safetensors`"
+                    .into(),
+            });
+        }
+        if dst.exists() {
+            std::fs::remove_file(&dst).map_err(|e| ModelError::io("remove", &dst, e))?;
+        }
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(|e| ModelError::io("copy", &src, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Digest of a Hugging Face wav2vec2 folder (for stage keys and back-end-only checkpoints).
 pub fn ssl_digest(dir: &Path) -> Result<SslDigest, ModelError> {
     HfFiles::locate(dir)?.digest()
@@ -422,6 +447,52 @@ mod tests {
         let e = HfFiles::locate(dir.path()).unwrap_err();
         assert!(matches!(e, ModelError::PickleRefused { .. }), "{e}");
         assert!(e.to_string().contains("safe_serialization=True"), "{e}");
+    }
+
+    fn sample_config() -> CheckpointConfig {
+        let ssl = serde_json::to_value(wav2vec2::Config::default()).unwrap();
+        CheckpointConfig::new(
+            SslSection {
+                embedded: true,
+                output: SslOutput::LastHiddenState,
+                config: ssl,
+                digest: None,
+                source: None,
+            },
+            aasist::Config { ssl_dim: 768 },
+            Preprocessing::default(),
+        )
+    }
+
+    #[test]
+    fn checkpoint_config_round_trips_and_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = sample_config();
+        cfg.write(dir.path()).unwrap();
+        assert_eq!(CheckpointConfig::read(dir.path()).unwrap(), cfg);
+
+        let write_edit = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::to_value(&cfg).unwrap();
+            f(&mut v);
+            std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+            CheckpointConfig::read(dir.path()).unwrap_err().to_string()
+        };
+        assert!(write_edit(&|v| v["format_version"] = 2.into()).contains("`format_version` 2"));
+        assert!(
+            write_edit(&|v| v["backend"]["ssl_dim"] = 1024.into())
+                .contains("`backend.ssl_dim` 1024")
+        );
+        assert!(write_edit(&|v| v["extra"] = true.into()).contains("unknown field"));
+        assert!(
+            write_edit(&|v| v["ssl"]["output"] = serde_json::json!({"hidden_state": 13}))
+                .contains("hidden state 13")
+        );
+        assert!(write_edit(&|v| v["ssl"]["embedded"] = false.into()).contains("`ssl.digest`"));
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
+        assert!(matches!(
+            CheckpointConfig::read(dir.path()),
+            Err(ModelError::MissingFile { .. })
+        ));
     }
 
     #[test]

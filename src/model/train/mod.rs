@@ -367,8 +367,10 @@ pub struct EpochMetrics {
     pub best: bool,
 }
 
-/// Progress reported to the caller's callback.
-#[derive(Debug, Clone, PartialEq)]
+/// Progress reported to the caller's callback; serialises as one `train_log.jsonl` object
+/// tagged by `"event"` (`started`, `step`, `epoch`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum TrainEvent {
     /// Training (re)starts.
     Started {
@@ -498,6 +500,40 @@ mod tests {
         assert_eq!(parsed.select_by, SelectBy::ValAccuracy);
         assert_eq!(parsed.patience, Some(5));
         assert!(serde_json::from_str::<TrainConfig>(r#"{"learning_rate": 1}"#).is_err());
+    }
+
+    #[test]
+    fn events_serialise_as_tagged_json_lines() {
+        let m = EpochMetrics {
+            epoch: 2,
+            train_loss: 0.5,
+            train_accuracy: 0.75,
+            val_loss: 0.4,
+            val_accuracy: 0.8,
+            val_eer: 0.1,
+            lr: 5e-6,
+            items_per_s: 100.0,
+            seconds: 3.0,
+            gpu_memory_bytes: None,
+            best: true,
+        };
+        let line = serde_json::to_value(TrainEvent::Epoch(m)).unwrap();
+        assert_eq!(line["event"], "epoch");
+        assert_eq!(line["val_eer"], 0.1);
+        let step = TrainEvent::Step {
+            epoch: 1,
+            step: 10,
+            steps: 20,
+            loss: 0.6,
+            lr: 5e-6,
+            items_per_s: 9.0,
+            gpu_memory_bytes: Some(7),
+        };
+        let line = serde_json::to_value(step).unwrap();
+        assert_eq!(
+            (line["event"].as_str(), line["gpu_memory_bytes"].as_u64()),
+            (Some("step"), Some(7))
+        );
     }
 
     #[test]
