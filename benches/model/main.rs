@@ -70,16 +70,7 @@ fn extract_bench(args: &[String]) {
     };
     tch::manual_seed(0);
     let dir = tempfile::tempdir().unwrap();
-    {
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Wav2Vec2Model::new(vs.root(), &cfg);
-        vs.save(dir.path().join("model.safetensors")).unwrap();
-        std::fs::write(
-            dir.path().join("config.json"),
-            serde_json::to_string_pretty(&cfg).unwrap(),
-        )
-        .unwrap();
-    }
+    wav2vec2::write_random_hf_folder(dir.path(), &cfg, 0).unwrap();
     let opts = ExtractOptions {
         device,
         precision,

@@ -19,7 +19,9 @@ mod masking;
 mod model;
 
 #[cfg(feature = "torch")]
-pub use model::{PretrainedSsl, Wav2Vec2Model, Wav2Vec2Output, normalize_waveforms};
+pub use model::{
+    PretrainedSsl, Wav2Vec2Model, Wav2Vec2Output, normalize_waveforms, write_random_hf_folder,
+};
 
 /// The architecture fields of a Hugging Face wav2vec2 `config.json` (field names as upstream;
 /// other fields of the file are ignored here but kept verbatim by checkpoints).

@@ -192,6 +192,29 @@ impl PretrainedSsl {
     }
 }
 
+/// Writes a Hugging Face wav2vec2 folder (`config.json` + `model.safetensors`) with randomly
+/// initialised weights (seeded): for demos, tests and benchmarks that need an SSL model but no
+/// pretrained one.
+pub fn write_random_hf_folder(
+    dir: &std::path::Path,
+    cfg: &Config,
+    seed: i64,
+) -> Result<(), ModelError> {
+    cfg.validate(&dir.join("config.json"))?;
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io("create", dir, e))?;
+    tch::manual_seed(seed);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _model = Wav2Vec2Model::new(vs.root(), cfg);
+    let tensors = crate::model::checkpoint::load::sorted_cpu_variables(&vs);
+    crate::model::checkpoint::load::write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    let mut json = serde_json::to_value(cfg).expect("config serialises");
+    json["architectures"] = serde_json::json!(["Wav2Vec2Model"]);
+    let mut text = serde_json::to_string_pretty(&json).expect("JSON value serialises");
+    text.push('\n');
+    let path = dir.join("config.json");
+    std::fs::write(&path, text).map_err(|e| ModelError::io("write", &path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +243,23 @@ mod tests {
 
     fn wave() -> Tensor {
         normalize_waveforms(&Tensor::randn([2, 4000], (Kind::Float, Device::Cpu)))
+    }
+
+    #[test]
+    fn random_folders_load_back_and_are_seeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny(0.1, 0.05);
+        write_random_hf_folder(&dir.path().join("a"), &cfg, 5).unwrap();
+        write_random_hf_folder(&dir.path().join("b"), &cfg, 5).unwrap();
+        let a = std::fs::read(dir.path().join("a/model.safetensors")).unwrap();
+        assert_eq!(
+            a,
+            std::fs::read(dir.path().join("b/model.safetensors")).unwrap()
+        );
+        let ssl = PretrainedSsl::load(&dir.path().join("a"), Device::Cpu).unwrap();
+        assert_eq!(ssl.config, cfg);
+        assert!(ssl.set_aside.is_empty());
+        assert_eq!(ssl.raw_config["architectures"][0], "Wav2Vec2Model");
     }
 
     #[test]
