@@ -235,7 +235,23 @@ pub fn load(pipeline: Option<&Path>) -> Result<(Pipeline, Plan<Built>), Error> {
     let loaded = spec::load(path, &display)?;
     let p = loaded.pipeline;
     let mut issues = loaded.issues;
-    issues.extend(stages::check_pipeline(&p));
+    // Kind checks only for stages whose structure is sound (no cascades such as "no `cmd`"
+    // after a `cmd` of the wrong type).
+    let broken: Vec<String> = p
+        .stages
+        .iter()
+        .map(spec::StageDef::path)
+        .filter(|sp| {
+            issues
+                .iter()
+                .any(|i| i.path == *sp || i.path.starts_with(&format!("{sp}.")))
+        })
+        .collect();
+    issues.extend(stages::check_pipeline(&p).into_iter().filter(|i| {
+        !broken
+            .iter()
+            .any(|b| i.path == *b || i.path.starts_with(&format!("{b}.")))
+    }));
     match Plan::new(&p) {
         Ok(plan) if issues.is_empty() => Ok((p, plan)),
         Ok(_) => Err(Box::new(spec::render_issues(&p.source, &issues)).into()),

@@ -901,6 +901,8 @@ impl Session<'_> {
                 }
                 Err(CacheError::Corrupt { path }) => {
                     let why = format!("object `{}` does not match its digest", path.display());
+                    // Drop the damaged object so the rerun's commit stores a good copy.
+                    let _ = fsutil::remove_path(&path);
                     sink.emit(Event::StageWarning {
                         stage: def.name.clone(),
                         message: format!(

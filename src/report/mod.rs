@@ -307,13 +307,13 @@ pub fn summary_table(summary: &RunSummary) -> String {
         } else {
             secs(st.seconds)
         };
-        let _ = writeln!(
-            out,
+        let row = format!(
             "{:<w$}  {:<9}  {:>8}  {items}",
             st.name,
             st.outcome.as_str(),
             time
         );
+        let _ = writeln!(out, "{}", row.trim_end());
     }
     let _ = writeln!(
         out,
@@ -350,7 +350,11 @@ pub fn status_table(stages: &[StageStatus]) -> String {
     for st in stages {
         let mut reasons = st.reasons.iter();
         let first = reasons.next().map(String::as_str).unwrap_or("");
-        let _ = writeln!(out, "{:<w$}  {:<9}  {first}", st.name, st.state.as_str());
+        let _ = writeln!(
+            out,
+            "{}",
+            format!("{:<w$}  {:<9}  {first}", st.name, st.state.as_str()).trim_end()
+        );
         for r in reasons {
             let _ = writeln!(out, "{:<w$}  {:<9}  {r}", "", "");
         }
@@ -376,7 +380,11 @@ pub fn dry_run_table(stages: &[StageStatus]) -> String {
         };
         let mut reasons = st.reasons.iter();
         let first = reasons.next().map(String::as_str).unwrap_or("");
-        let _ = writeln!(out, "{action:<13}  {:<w$}  {first}", st.name);
+        let _ = writeln!(
+            out,
+            "{}",
+            format!("{action:<13}  {:<w$}  {first}", st.name).trim_end()
+        );
         for r in reasons {
             let _ = writeln!(out, "{:<13}  {:<w$}  {r}", "", "");
         }

@@ -27,7 +27,6 @@ pub struct IssueDiagnostic {
 /// A pipeline file with problems: what `validate`, `run`, `status` and `graph` report (exit 3).
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{}", self.headline())]
-#[diagnostic(code(brspeech::invalid_pipeline))]
 pub struct InvalidPipeline {
     file: String,
     #[related]

@@ -50,8 +50,14 @@ fn pieces<'a>(s: &'a str) -> Result<Vec<Piece<'a>>, String> {
             rest = &rest[i + 2..];
             continue;
         }
-        out.push(Piece::Text(&rest[..i]));
         let after = &rest[i + 2..];
+        if !after.trim_start().starts_with("vars.") {
+            // Not ours (e.g. the shell's `${HOME}` in a `cmd`): kept as written.
+            out.push(Piece::Text(&rest[..i + 2]));
+            rest = after;
+            continue;
+        }
+        out.push(Piece::Text(&rest[..i]));
         let Some(end) = after.find('}') else {
             return Err(format!("unclosed `${{` in `{s}`"));
         };
@@ -64,11 +70,7 @@ fn pieces<'a>(s: &'a str) -> Result<Vec<Piece<'a>>, String> {
 }
 
 fn lookup<'v>(reference: &str, vars: &'v BTreeMap<String, Value>) -> Result<&'v Value, String> {
-    let Some(name) = reference.strip_prefix("vars.") else {
-        return Err(format!(
-            "unknown reference `${{{reference}}}`: only `${{vars.NAME}}` is substituted"
-        ));
-    };
+    let name = reference.strip_prefix("vars.").unwrap_or(reference);
     let mut parts = name.split('.');
     let first = parts.next().unwrap_or_default();
     let mut current = vars.get(first).ok_or_else(|| {
@@ -162,7 +164,7 @@ mod tests {
     #[test]
     fn unknown_variables_are_reported_at_their_path() {
         let mut v =
-            json!({"a": "${vars.dri}", "b": "x ${vars.m}", "c": "${nope}", "d": "${vars.lr"});
+            json!({"a": "${vars.dri}", "b": "x ${vars.m}", "c": "${HOME}", "d": "${vars.lr"});
         let mut issues = Vec::new();
         substitute(&mut v, "s", &vars(), &mut issues);
         let got: Vec<(String, String)> = issues.into_iter().map(|i| (i.path, i.message)).collect();
@@ -174,7 +176,7 @@ mod tests {
             )
         );
         assert!(got[1].1.contains("not a scalar"));
-        assert!(got[2].1.contains("only `${vars.NAME}`"));
-        assert!(got[3].1.contains("unclosed"));
+        assert!(got[2].1.contains("unclosed"));
+        assert_eq!(v["c"], json!("${HOME}"), "shell references are left alone");
     }
 }

@@ -542,7 +542,7 @@ impl Cx {
         {
             let cx = &mut *self;
             match pipeline.configs.get(&alias) {
-                None if pipeline.configs.is_empty() && !cx.has_issue_at("configs") => cx.issues.push(
+                None if pipeline.configs.is_empty() && !cx.issues.iter().any(|i| i.path.starts_with("configs")) => cx.issues.push(
                     Issue::new(&p, format!("unknown config `{alias}`: the pipeline has no `configs`"))
                         .with_help(format!("add `configs: {{{alias}: path/to/file.yaml}}`")),
                 ),
