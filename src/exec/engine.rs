@@ -630,15 +630,19 @@ impl Session<'_> {
                         let rec = records.get(&self.pipeline.stages[i].name).cloned();
                         let force = forced.contains(&i);
                         scope.spawn(move || {
-                            let r = self.process(
-                                i,
-                                &upstream,
-                                rec.as_ref(),
-                                force,
-                                executor,
-                                sink,
-                                cancel,
-                            );
+                            let t0 = Instant::now();
+                            let work = std::panic::AssertUnwindSafe(|| {
+                                self.process(i, &upstream, rec.as_ref(), force, executor, sink, cancel)
+                            });
+                            let r = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                                Err(Failure {
+                                    outcome: Outcome::Failed,
+                                    message: "internal error: the stage panicked (a bug in brspeech; please report it)".to_owned(),
+                                    log: None,
+                                    environment: false,
+                                    seconds: t0.elapsed().as_secs_f64(),
+                                })
+                            });
                             let _ = tx.send((i, r));
                         });
                     }
