@@ -259,7 +259,7 @@ impl StatCache {
                     source,
                 })?;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 256 == 0 {
+                if n.is_multiple_of(256) {
                     progress.advance(256);
                 }
                 Ok((i, d))

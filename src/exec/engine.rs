@@ -450,7 +450,7 @@ impl Session<'_> {
     /// # Errors
     /// A lock file that cannot be read, or a dep that cannot be hashed.
     pub fn status(&self, sink: &dyn EventSink) -> Result<Vec<StageStatus>, ExecError> {
-        self.plan_stages(&self.plan.order().to_vec(), &HashSet::new(), sink)
+        self.plan_stages(self.plan.order(), &HashSet::new(), sink)
     }
 
     /// What `run` would do with `opts` (`--dry-run`).

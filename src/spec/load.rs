@@ -251,10 +251,10 @@ pub fn load_text(file: &Path, display: &str, text: String) -> Result<Loaded, Inv
         ),
         Some(Node::Map(entries)) => {
             for (k, v) in entries {
-                if let Some(stage) = cx.stage(k, v, &pipeline) {
-                    if !pipeline.stages.iter().any(|s| s.name == stage.name) {
-                        pipeline.stages.push(stage);
-                    }
+                if let Some(stage) = cx.stage(k, v, &pipeline)
+                    && !pipeline.stages.iter().any(|s| s.name == stage.name)
+                {
+                    pipeline.stages.push(stage);
                 }
             }
         }
@@ -379,7 +379,7 @@ impl Cx {
         match decode::<T>(&v, path) {
             Ok(t) => Some(t),
             Err(issue) => {
-                self.issues.push(issue);
+                self.issues.push(*issue);
                 None
             }
         }

@@ -165,7 +165,7 @@ impl StageDef {
     ///
     /// # Errors
     /// One issue describing the first field that does not fit `P`.
-    pub fn params_as<P: DeserializeOwned>(&self) -> Result<P, Issue> {
+    pub fn params_as<P: DeserializeOwned>(&self) -> Result<P, Box<Issue>> {
         let base = positions::child(&self.path(), "params");
         decode(
             &Value::Object(self.params.clone().into_iter().collect()),
@@ -178,7 +178,7 @@ impl StageDef {
 ///
 /// # Errors
 /// An [`Issue`] at `base` plus the inner path of the failing field.
-pub fn decode<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Issue> {
+pub fn decode<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Box<Issue>> {
     serde_path_to_error::deserialize::<_, T>(value.clone()).map_err(|e| {
         let inner = e.path().to_string();
         let path = if inner == "." || inner.is_empty() {
@@ -186,7 +186,7 @@ pub fn decode<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Issue
         } else {
             join_serde_path(base, &inner)
         };
-        Issue::new(path, e.into_inner().to_string())
+        Box::new(Issue::new(path, e.into_inner().to_string()))
     })
 }
 
