@@ -135,7 +135,7 @@ impl<K: DigestKind> fmt::Debug for Digest<K> {
 }
 impl<K: DigestKind> Serialize for Digest<K> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(self.hash.to_hex().as_str())
     }
 }
 impl<'de, K: DigestKind> Deserialize<'de> for Digest<K> {

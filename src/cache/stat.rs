@@ -4,6 +4,7 @@
 //! is known before hashing starts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -219,13 +220,6 @@ impl StatCache {
         Ok(true)
     }
 
-    fn lookup(&self, s: &FileStat) -> Option<ContentDigest> {
-        let map = self.map.read().ok()?;
-        let r = map.get(&(s.dev, s.ino))?;
-        (r.size == s.size && r.mtime_ns == s.mtime_ns && r.ctime_ns == s.ctime_ns)
-            .then(|| Digest::from_hash(blake3::Hash::from_bytes(r.digest)))
-    }
-
     /// Digests of `files` (same order): remembered ones from the cache, the others read in
     /// parallel. `progress.start` gets the number of files to read before any is read.
     ///
@@ -236,8 +230,30 @@ impl StatCache {
         files: &[FileStat],
         progress: &dyn HashProgress,
     ) -> Result<Vec<ContentDigest>, CacheError> {
-        let mut out: Vec<Option<ContentDigest>> =
-            files.par_iter().map(|f| self.lookup(f)).collect();
+        let refs: Vec<&FileStat> = files.iter().collect();
+        self.hash_refs(&refs, progress)
+    }
+
+    fn hash_refs(
+        &self,
+        files: &[&FileStat],
+        progress: &dyn HashProgress,
+    ) -> Result<Vec<ContentDigest>, CacheError> {
+        let mut out: Vec<Option<ContentDigest>> = {
+            let map = self
+                .map
+                .read()
+                .map_err(|_| poisoned(Path::new("stat cache")))?;
+            let map = &*map;
+            files
+                .par_iter()
+                .map(|s| {
+                    let r = map.get(&(s.dev, s.ino))?;
+                    (r.size == s.size && r.mtime_ns == s.mtime_ns && r.ctime_ns == s.ctime_ns)
+                        .then(|| Digest::from_hash(blake3::Hash::from_bytes(r.digest)))
+                })
+                .collect()
+        };
         let misses: Vec<usize> = out
             .iter()
             .enumerate()
@@ -253,7 +269,7 @@ impl StatCache {
         let hashed: Vec<(usize, ContentDigest)> = misses
             .par_iter()
             .map(|&i| {
-                let f = &files[i];
+                let f = files[i];
                 let d = hash_file(&f.path, f.size).map_err(|source| CacheError::Read {
                     path: f.path.clone(),
                     source,
@@ -271,7 +287,7 @@ impl StatCache {
             .write()
             .map_err(|_| poisoned(Path::new("stat cache")))?;
         for (i, d) in hashed {
-            let f = &files[i];
+            let f = files[i];
             if f.mtime_ns.max(f.ctime_ns) < started - RACY_MARGIN_NS {
                 map.insert(
                     (f.dev, f.ino),
@@ -300,12 +316,12 @@ impl StatCache {
     ) -> Result<Vec<Option<TreeDigest>>, CacheError> {
         let collected: Vec<Option<Collected>> =
             specs.iter().map(collect).collect::<Result<_, _>>()?;
-        let all: Vec<FileStat> = collected
+        let all: Vec<&FileStat> = collected
             .iter()
             .flatten()
-            .flat_map(|c| c.files.iter().map(|(_, s)| s.clone()))
+            .flat_map(|c| c.files.iter().map(|(_, s)| s))
             .collect();
-        let digests = self.hash_files(&all, progress)?;
+        let digests = self.hash_refs(&all, progress)?;
         let mut it = digests.into_iter();
         Ok(collected
             .into_iter()
@@ -359,7 +375,9 @@ struct Collected {
     files: Vec<(String, FileStat)>,
 }
 
-/// Lists a file or folder (sorted, `/`-separated relative paths), stat-ing files in parallel.
+/// Lists a file or folder (sorted, `/`-separated relative paths). Files are stat-ed in parallel,
+/// one folder at a time relative to an open descriptor of that folder (`fstatat`), so the kernel
+/// resolves one path component per file instead of the whole path.
 fn collect(spec: &TreeSpec) -> Result<Option<Collected>, CacheError> {
     let meta = match std::fs::metadata(&spec.path) {
         Ok(m) => m,
@@ -377,8 +395,12 @@ fn collect(spec: &TreeSpec) -> Result<Option<Collected>, CacheError> {
             files: vec![(String::new(), FileStat::from_meta(spec.path.clone(), &meta))],
         }));
     }
-    let mut paths = Vec::new();
-    for entry in walkdir::WalkDir::new(&spec.path).sort_by_file_name() {
+    // Consecutive files of one folder form a group (walkdir yields a folder's entries together,
+    // interrupted only by the subfolders it descends into).
+    let mut groups: Vec<(PathBuf, Vec<(String, std::ffi::OsString)>)> = Vec::new();
+    let root_len = spec.path.as_os_str().len();
+    // Unsorted walk: the listing is a sorted map, so the traversal order does not matter.
+    for entry in walkdir::WalkDir::new(&spec.path) {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(&spec.path).to_path_buf();
             CacheError::Read {
@@ -386,41 +408,79 @@ fn collect(spec: &TreeSpec) -> Result<Option<Collected>, CacheError> {
                 source: e.into(),
             }
         })?;
-        let ft = entry.file_type();
-        if ft.is_dir() {
+        if entry.file_type().is_dir() {
             continue;
         }
-        let rel = entry
-            .path()
-            .strip_prefix(&spec.path)
-            .unwrap_or(entry.path());
-        let rel = rel.to_string_lossy().replace('\\', "/");
+        // Byte slicing instead of `Path` component parsing: this loop runs once per file.
+        let full = entry.path().as_os_str().as_bytes();
+        let rel =
+            String::from_utf8_lossy(full.get(root_len + 1..).unwrap_or_default()).into_owned();
         if let Some(globs) = &spec.include
             && !globs.is_match(&rel)
         {
             continue;
         }
-        paths.push((rel, entry.into_path()));
+        let cut = full.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        let parent = &full[..cut];
+        let name = std::ffi::OsStr::from_bytes(&full[cut + 1..]).to_owned();
+        match groups.last_mut() {
+            Some((dir, files)) if dir.as_os_str().as_bytes() == parent => files.push((rel, name)),
+            _ => groups.push((
+                PathBuf::from(std::ffi::OsStr::from_bytes(parent)),
+                vec![(rel, name)],
+            )),
+        }
     }
-    let files = paths
+    let stats: Vec<Vec<(String, FileStat)>> = groups
         .into_par_iter()
-        .map(|(rel, path)| {
-            let m = std::fs::metadata(&path).map_err(|source| CacheError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            Ok((rel, FileStat::from_meta(path, &m)))
-        })
-        .collect::<Result<Vec<_>, CacheError>>()?;
-    // Symlinks to folders inside a dep are not followed.
-    let files = files
-        .into_iter()
-        .filter(|(_, s)| !Path::new(&s.path).is_dir())
-        .collect();
+        .map(|(dir, files)| stat_group(&dir, files))
+        .collect::<Result<_, _>>()?;
+    let mut files: Vec<(String, FileStat)> = stats.into_iter().flatten().collect();
+    files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(Some(Collected {
         kind: TreeKind::Dir,
         files,
     }))
+}
+
+/// Stats the files of one folder relative to its descriptor; symlinks to folders are skipped
+/// (not followed inside a dep).
+fn stat_group(
+    dir: &Path,
+    files: Vec<(String, std::ffi::OsString)>,
+) -> Result<Vec<(String, FileStat)>, CacheError> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let read_err = |path: PathBuf, e: rustix::io::Errno| CacheError::Read {
+        path,
+        source: e.into(),
+    };
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| read_err(dir.to_path_buf(), e))?;
+    let mut out = Vec::with_capacity(files.len());
+    for (rel, name) in files {
+        let st = rustix::fs::statat(&fd, name.as_os_str(), AtFlags::empty())
+            .map_err(|e| read_err(dir.join(&name), e))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            continue;
+        }
+        let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
+        out.push((
+            rel,
+            FileStat {
+                path: dir.join(&name),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                size: u64::try_from(st.st_size).unwrap_or(0),
+                mtime_ns: ns(st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0)),
+                ctime_ns: ns(st.st_ctime, i64::try_from(st.st_ctime_nsec).unwrap_or(0)),
+            },
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -355,6 +355,12 @@ impl Cache {
         Ok(digest)
     }
 
+    /// Whether object `digest` is stored.
+    #[must_use]
+    pub fn has_object(&self, digest: &ContentDigest) -> bool {
+        self.object_path(digest).exists()
+    }
+
     /// The content of object `digest`, if present.
     #[must_use]
     pub fn read_object(&self, digest: &ContentDigest) -> Option<Vec<u8>> {

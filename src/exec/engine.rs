@@ -868,7 +868,10 @@ impl Session<'_> {
         let key = eval
             .key
             .ok_or_else(|| fail("stage key not computable".into(), false))?;
-        for l in eval.listings.values() {
+        for (digest, l) in &eval.listings {
+            if self.cache.has_object(digest) {
+                continue;
+            }
             self.cache
                 .put_bytes(&listing_bytes(l))
                 .map_err(|e| fail(error_chain(&e), is_env_cache(&e)))?;
@@ -1120,4 +1123,111 @@ fn log_tail(path: &Path) -> Vec<String> {
         .iter()
         .map(|s| (*s).to_owned())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::event::NullSink;
+    use crate::exec::executor::LocalExecutor;
+
+    fn session_run(dir: &Path, text: &str) -> (RunSummary, Pipeline) {
+        let l = crate::spec::load_text(&dir.join("p.yaml"), "p.yaml", text.to_owned()).unwrap();
+        assert!(l.issues.is_empty(), "{:?}", l.issues);
+        let p = l.pipeline;
+        assert!(crate::stages::check_pipeline(&p).is_empty());
+        let plan = Plan::new(&p).unwrap();
+        let cache = Cache::open(&dir.join("cache")).unwrap();
+        let stat = StatCache::in_memory();
+        let s = Session {
+            pipeline: &p,
+            plan: &plan,
+            cache: &cache,
+            stat: &stat,
+        };
+        let opts = RunOptions {
+            targets: vec![],
+            force: vec![],
+            force_all: false,
+            jobs: 2,
+            keep_going: false,
+            wait: false,
+            gpus: 1,
+        };
+        let summary = s
+            .run(&opts, &LocalExecutor, &NullSink, &CancelToken::new())
+            .unwrap();
+        (summary, p)
+    }
+
+    fn outcome(s: &RunSummary, name: &str) -> (Outcome, Option<u64>, Option<u64>) {
+        let st = s.stages.iter().find(|x| x.name == name).unwrap();
+        (st.outcome, st.items_processed, st.items_reused)
+    }
+
+    #[test]
+    fn builtin_kinds_get_shards_memo_inputs_prev_output_and_an_outputs_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("brspeech.toml"), "").unwrap();
+        let text = |n: u32| {
+            format!(
+                "name: t\nstages:\n  a: {{kind: test_items, params: {{items: {n}}}}}\n  b: {{kind: test_items, needs: [a], params: {{items: 1}}}}\n"
+            )
+        };
+        let (s, _) = session_run(dir.path(), &text(4));
+        assert_eq!(outcome(&s, "a"), (Outcome::Ran, Some(4), Some(0)));
+        let link = dir.path().join("outputs/t/a");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("items.txt"))
+                .unwrap()
+                .lines()
+                .count(),
+            4
+        );
+        let b_info = std::fs::read_to_string(dir.path().join("outputs/t/b/info.txt")).unwrap();
+        assert_eq!(
+            b_info, "prev 0\nupstream 4\n",
+            "b reads a's committed output"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("cache/scratch"))
+                .unwrap()
+                .count(),
+            0,
+            "resume dir removed after commit"
+        );
+
+        // More items: the memo entries of the first four are reused; prev_output is the old run.
+        let (s, _) = session_run(dir.path(), &text(6));
+        assert_eq!(outcome(&s, "a"), (Outcome::Ran, Some(2), Some(4)));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("outputs/t/a/info.txt")).unwrap(),
+            "prev 4\nupstream 0\n"
+        );
+        assert_eq!(outcome(&s, "b").0, Outcome::Ran, "upstream output changed");
+
+        // Nothing changed: cached, and the link still points at the committed entry.
+        let (s, _) = session_run(dir.path(), &text(6));
+        assert!(
+            s.stages.iter().all(|x| x.outcome == Outcome::Cached),
+            "{:?}",
+            s.stages
+        );
+        // Back to four items: restored from the cache, link switched back.
+        let (s, _) = session_run(dir.path(), &text(4));
+        assert_eq!(outcome(&s, "a").0, Outcome::Restored);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("outputs/t/a/items.txt"))
+                .unwrap()
+                .lines()
+                .count(),
+            4
+        );
+    }
 }
