@@ -304,6 +304,7 @@ svg {{ border: 1px solid #ddd; border-radius: 8px; background: #fafafa; max-widt
 .sub {{ font-size: 11px; fill: #555; text-anchor: middle; }}
 table {{ border-collapse: collapse; margin-top: 20px; width: 100%; }}
 td, th {{ border-bottom: 1px solid #e5e5e5; padding: 6px 10px; text-align: left; vertical-align: top; }}
+td:first-child {{ white-space: nowrap; }}
 tr.selected {{ outline: 2px solid #3563e9; }}
 ul {{ margin: 0; padding-left: 18px; }} li.none {{ list-style: none; color: #777; }}
 </style></head><body>

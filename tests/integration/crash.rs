@@ -181,3 +181,29 @@ stages:
         .outcomes();
     assert_eq!((o["small"].as_str(), o["big"].as_str()), ("cached", "ran"));
 }
+
+#[test]
+fn ctrl_c_stops_running_commands_and_exits_130() {
+    let t = Test::new();
+    t.pipeline(
+        r#"
+name: int
+stages:
+  long:
+    kind: command
+    cmd: touch started; sleep 30; echo never > out.txt
+    outs: [out.txt]
+"#,
+    );
+    let child = t.spawn(&["run", "--json"]);
+    t.wait_for("started", 20);
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = crate::common::finish(child).code(130);
+    assert_eq!(out.outcomes()["long"], "cancelled");
+    assert_eq!(out.json()["interrupted"], true);
+    assert_eq!(t.entries(), 0);
+    assert!(!t.exists("out.txt"));
+    assert!(!t.exists("brspeech.lock"));
+}

@@ -31,15 +31,26 @@ fn a_second_run_fails_at_once_naming_the_holder_or_waits() {
     assert!(second.stderr.contains("--wait"), "{}", second.stderr);
     // Read-only commands do not need the lock.
     t.run(&["status"]).ok();
-    let waiter = t.spawn(&["run", "--wait", "--json"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let log = std::fs::File::create(t.path("waiter.err")).unwrap();
+    let waiter = t
+        .command(&["run", "--wait", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(t.path("waiter.err"))
+        .unwrap_or_default()
+        .contains("waiting for the cache lock held by")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the waiter never said it was waiting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     t.write("release", "");
     finish(first).ok();
     let waited = finish(waiter).ok();
-    assert!(
-        waited.stderr.contains("waiting for the cache lock held by"),
-        "{}",
-        waited.stderr
-    );
     assert_eq!(waited.outcomes()["slow"], "cached");
 }
