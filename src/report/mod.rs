@@ -337,58 +337,71 @@ pub fn summary_table(summary: &RunSummary) -> String {
     out
 }
 
-/// `brspeech status`: one row per stage with its state, then its reasons.
-#[must_use]
-pub fn status_table(stages: &[StageStatus]) -> String {
-    let w = stages
+/// Rows of `head` columns followed by reasons, one reason per line (continuation lines keep
+/// the head columns blank so reasons line up).
+fn reason_rows(out: &mut String, rows: &[(String, &[String])]) {
+    let width = rows
+        .iter()
+        .map(|(h, _)| h.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (head, reasons) in rows {
+        let mut reasons = reasons.iter();
+        let first = reasons.next().map_or("", String::as_str);
+        let _ = writeln!(out, "{}", format!("{head:<width$}  {first}").trim_end());
+        for r in reasons {
+            let _ = writeln!(out, "{:<width$}  {r}", "");
+        }
+    }
+}
+
+fn name_width(stages: &[StageStatus]) -> usize {
+    stages
         .iter()
         .map(|s| s.name.len())
         .max()
         .unwrap_or(5)
-        .max(5);
+        .max(5)
+}
+
+/// `brspeech status`: one row per stage with its state, then its reasons.
+#[must_use]
+pub fn status_table(stages: &[StageStatus]) -> String {
+    let w = name_width(stages);
+    let rows: Vec<(String, &[String])> = stages
+        .iter()
+        .map(|st| {
+            (
+                format!("{:<w$}  {:<9}", st.name, st.state.as_str()),
+                st.reasons.as_slice(),
+            )
+        })
+        .collect();
     let mut out = String::new();
-    for st in stages {
-        let mut reasons = st.reasons.iter();
-        let first = reasons.next().map(String::as_str).unwrap_or("");
-        let _ = writeln!(
-            out,
-            "{}",
-            format!("{:<w$}  {:<9}  {first}", st.name, st.state.as_str()).trim_end()
-        );
-        for r in reasons {
-            let _ = writeln!(out, "{:<w$}  {:<9}  {r}", "", "");
-        }
-    }
+    reason_rows(&mut out, &rows);
     out
 }
 
 /// `brspeech run --dry-run`: what would happen to each selected stage, and why.
 #[must_use]
 pub fn dry_run_table(stages: &[StageStatus]) -> String {
-    let w = stages
+    let w = name_width(stages);
+    let rows: Vec<(String, &[String])> = stages
         .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+        .map(|st| {
+            let action = match st.action {
+                Action::UpToDate => "up to date",
+                Action::Restore => "would restore",
+                Action::Run => "would run",
+            };
+            (
+                format!("{action:<13}  {:<w$}", st.name),
+                st.reasons.as_slice(),
+            )
+        })
+        .collect();
     let mut out = String::new();
-    for st in stages {
-        let action = match st.action {
-            Action::UpToDate => "up to date",
-            Action::Restore => "would restore",
-            Action::Run => "would run",
-        };
-        let mut reasons = st.reasons.iter();
-        let first = reasons.next().map(String::as_str).unwrap_or("");
-        let _ = writeln!(
-            out,
-            "{}",
-            format!("{action:<13}  {:<w$}  {first}", st.name).trim_end()
-        );
-        for r in reasons {
-            let _ = writeln!(out, "{:<13}  {:<w$}  {r}", "", "");
-        }
-    }
+    reason_rows(&mut out, &rows);
     let n = |a: Action| stages.iter().filter(|s| s.action == a).count();
     let _ = writeln!(
         out,
