@@ -662,7 +662,12 @@ impl Session<'_> {
                             components: done.components.clone(),
                             finished_at: now_secs(),
                         };
-                        let changed = lockfile.stages.get(&name) != Some(&rec);
+                        // A cached stage keeps its record (and its `finished_at`): no-op runs do not touch the lock file.
+                        let changed = lockfile.stages.get(&name).is_none_or(|old| {
+                            old.key != rec.key
+                                || old.output != rec.output
+                                || old.components != rec.components
+                        });
                         if changed {
                             lockfile.stages.insert(name.clone(), rec);
                         }

@@ -46,6 +46,8 @@ fn first_run_runs_everything_and_rerun_is_a_no_op() {
     assert_eq!(t.read("b.txt"), "xyz\nn=1\n");
     assert_eq!(t.read("d.txt"), "hello\n");
     let lock_before = t.read("brspeech.lock");
+    // Cross a second boundary: records carry a finish time that a no-op run must not refresh.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let again = t.run(&["run", "--json"]).ok();
     assert!(
         again.outcomes().values().all(|o| o == "cached"),
