@@ -1,0 +1,15 @@
+//! The single integration-test binary: runs the real `brspeech` CLI in temporary workspaces.
+
+mod common;
+
+mod integration {
+    mod cache;
+    mod crash;
+    mod errors;
+    mod graph;
+    mod locking;
+    mod parallel;
+    mod pipelines;
+    mod run;
+    mod status;
+}
