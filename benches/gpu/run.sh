@@ -50,6 +50,8 @@ TR_ITERS=${GPU_BENCH_TRAIN_ITERS:-30}
 FT_BATCH=${GPU_BENCH_FT_BATCH:-4}
 SKIP=" ${GPU_BENCH_SKIP:-} "
 PY_BENCH=benches/model/bench_torch.py
+# No network there: transformers must not try the Hub (a local folder is all it loads).
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/brspeech-gpu.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 layers_arg=()

@@ -276,6 +276,14 @@ def section_train(rows, md):
     if fine:
         md.append("\n### Finetune (wav2vec2-base + AASIST on waveforms, SSL in train mode)\n")
         train_table(fine, md)
+        md.append("\nRatios (brspeech steps/s ÷ PyTorch default Adam, same dtype):\n")
+        md.append("| brspeech code | dtype | batch | ratio |")
+        md.append("|---|---|---|---|")
+        for b in (r for r in fine if r["impl"] == "brspeech" and r.get("steps_per_s")):
+            p = next((r for r in fine if r["impl"] == "pytorch" and r.get("adam") == "default" and r.get("steps_per_s")
+                      and r["dtype"] == b["dtype"] and r["batch"] == b["batch"]), None)
+            md.append(f"| {b['code']} | {b['dtype']} | {b['batch']} | "
+                      f"{fmt(p and b['steps_per_s'] / p['steps_per_s'], '.3f')} |")
     md.append("")
 
 
