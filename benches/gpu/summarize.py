@@ -156,8 +156,9 @@ def section_parity(rows, out, md):
                   "elementwise |x−f| ≤ 1e-5 + 1e-4·|f| (ratio ≤ 1). bf16 criterion: relative L2 error "
                   "‖x−f‖₂/‖f‖₂ ≤ 1e-2 per tensor; rel max = max|x−f| / max|f|. PyTorch's own bf16 error on the "
                   "same fixtures (Hugging Face Wav2Vec2Model, `aasist_spec.py`) is the reference point.\n")
-        md.append("| case | tensor | brspeech f32 ratio | brspeech bf16 rel L2 / rel max | PyTorch bf16 rel L2 / rel max | bf16 ≤ 1e-2 |")
-        md.append("|---|---|---|---|---|---|")
+        md.append("| case | tensor | brspeech f32 ratio | brspeech bf16 rel L2 / rel max | PyTorch bf16 rel L2 / rel max | "
+                  "bf16 rel L2 ≤ 1e-2 | brspeech ÷ PyTorch bf16 rel L2 |")
+        md.append("|---|---|---|---|---|---|---|")
         keys = []
         for r in par:
             k = (r["case"], r["tensor"])
@@ -172,7 +173,8 @@ def section_parity(rows, out, md):
             md.append(f"| {case} | {tensor} | {fmt(f32 and f32.get('tolerance_ratio'), '.3f')} | "
                       f"{fmt(b16 and b16.get('rel_l2'), '.2e')} / {fmt(b16 and b16.get('rel_max'), '.2e')}{eff} | "
                       f"{fmt(p16 and p16.get('rel_l2'), '.2e')} / {fmt(p16 and p16.get('rel_max'), '.2e')} | "
-                      f"{'yes' if b16 and b16.get('rel_l2', 1) <= 1e-2 else 'no'} |")
+                      f"{'yes' if b16 and b16.get('rel_l2', 1) <= 1e-2 else 'no'} | "
+                      f"{fmt(b16['rel_l2'] / p16['rel_l2'] if b16 and p16 and p16.get('rel_l2') else None, '.2f')} |")
     md.append("")
 
 
@@ -192,6 +194,8 @@ def section_extract(rows, md):
     for r in ex:
         if (r["model"], r["dtype"]) not in combos:
             combos.append((r["model"], r["dtype"]))
+    order = {"base": 0, "xlsr": 1, "f32": 0, "bf16": 1, "f16": 2}
+    combos.sort(key=lambda c: (order.get(c[0], 9), order.get(c[1], 9)))
     for model, dtype in combos:
         b = best([r for r in ex if r["impl"] == "brspeech" and r["model"] == model and r["dtype"] == dtype])
         p = best([r for r in ex if r["impl"] == "pytorch" and r["model"] == model and r["dtype"] == dtype])
