@@ -1,20 +1,86 @@
-//! Rust (tch) side of the model CPU benchmark, the same workloads as `bench_torch.py`:
-//! wav2vec2-base (random weights) forward on 4 x 64,600 samples, and the AASIST back end
-//! (D=768) forward+backward and eval forward on 4 x 201 frames. Prints one JSON object.
+//! Rust (tch) side of the model benchmarks against PyTorch (`bench_torch.py` is the other side;
+//! both print JSON lines). Modes:
 //!
-//! usage: cargo bench --bench model -- THREADS ITERS   (run through benches/model/run.sh)
+//! - `cpu THREADS ITERS`: wav2vec2-base (random weights) forward on 4 x 64,600 samples and the
+//!   AASIST back end (D=768) forward+backward and eval forward on 4 x 201 frames
+//!   (benches/model/run.sh);
+//! - `extract`: feature-extraction throughput through the real `Extractor` over a sweep of batch
+//!   sizes, f16 features copied to the host (benches/model/extract.sh, benches/gpu/run.sh);
+//! - `train`: training-step throughput, frozen (back end on cached-feature-shaped inputs) or
+//!   finetune (wav2vec2 + AASIST on waveforms), through the crate's `model::train::train` or a
+//!   bench loop over the same pieces (for bf16 autocast, which `train` does not do);
+//! - `parity-bf16`: the parity fixtures under bf16 autocast (and f32) on a device;
+//! - `runtime`: what libtorch and the driver see; `write-ssl`: a random Hugging Face folder.
 //!
-//! A second mode measures feature extraction through the real `Extractor` (random weights
-//! written as a Hugging Face folder; f16 features copied to the host), for CPU or CUDA:
-//! `... -- extract DEVICE DTYPE BATCH BATCHES base|xlsr` (run through benches/model/extract.sh).
+//! usage: cargo bench --bench model -- MODE ...   (or the binary built by benches/gpu/build.sh)
 
+mod common;
+mod extract;
+mod parity;
+mod train;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use brspeech::model::aasist::{self, Aasist};
 use brspeech::model::wav2vec2::{self, Wav2Vec2Model, normalize_waveforms};
-use brspeech::model::{DeviceChoice, ExtractOptions, Extractor, Precision};
+use brspeech::model::{DeviceChoice, Precision};
+use clap::{Parser, Subcommand};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
+
+use common::GpuMemory;
+
+#[derive(Parser)]
+#[command(about = "brspeech model benchmarks (tch side)")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// CPU forward/backward timings of wav2vec2-base and AASIST.
+    Cpu {
+        /// libtorch threads.
+        #[arg(default_value_t = 2)]
+        threads: i32,
+        /// Timed iterations (AASIST: 4x as many).
+        #[arg(default_value_t = 5)]
+        iters: usize,
+    },
+    /// Feature-extraction throughput over batch sizes (ascending).
+    Extract(extract::ExtractArgs),
+    /// Training-step throughput.
+    Train(train::TrainArgs),
+    /// The parity fixtures under bf16 autocast and in f32 on a device.
+    #[command(name = "parity-bf16")]
+    ParityBf16 {
+        /// Device.
+        #[arg(long, default_value = "cuda")]
+        device: DeviceChoice,
+        /// Folder of the parity fixtures.
+        #[arg(long, default_value = "tests/fixtures/parity")]
+        fixtures: PathBuf,
+    },
+    /// libtorch, CUDA and driver report, and a small computation on the device.
+    Runtime {
+        /// Device for the smoke computation.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Writes a Hugging Face wav2vec2 folder with random weights (seed 0).
+    WriteSsl {
+        /// `base` or `xlsr`.
+        #[arg(long)]
+        model: String,
+        /// Override of the transformer depth.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Output folder.
+        dir: PathBuf,
+    },
+}
 
 fn timed(mut f: impl FnMut(), iters: usize) -> serde_json::Value {
     for _ in 0..2 {
@@ -37,83 +103,7 @@ fn timed(mut f: impl FnMut(), iters: usize) -> serde_json::Value {
     serde_json::json!({ "min_s": runs[0], "median_s": median, "runs_s": out })
 }
 
-/// The Hugging Face XLS-R 300M architecture (`facebook/wav2vec2-xls-r-300m`).
-fn xlsr_300m() -> wav2vec2::Config {
-    wav2vec2::Config {
-        hidden_size: 1024,
-        num_hidden_layers: 24,
-        num_attention_heads: 16,
-        intermediate_size: 4096,
-        feat_extract_norm: "layer".into(),
-        do_stable_layer_norm: true,
-        conv_bias: true,
-        mask_time_prob: 0.075,
-        ..wav2vec2::Config::default()
-    }
-}
-
-fn extract_bench(args: &[String]) {
-    let arg = |i: usize, what: &str| {
-        args.get(i)
-            .cloned()
-            .unwrap_or_else(|| panic!("missing {what}"))
-    };
-    let device: DeviceChoice = arg(1, "DEVICE").parse().unwrap();
-    let precision: Precision = arg(2, "DTYPE").parse().unwrap();
-    let batch: usize = arg(3, "BATCH").parse().unwrap();
-    let batches: usize = arg(4, "BATCHES").parse().unwrap();
-    let layout = arg(5, "base|xlsr");
-    let cfg = if layout == "xlsr" {
-        xlsr_300m()
-    } else {
-        wav2vec2::Config::default()
-    };
-    tch::manual_seed(0);
-    let dir = tempfile::tempdir().unwrap();
-    wav2vec2::write_random_hf_folder(dir.path(), &cfg, 0).unwrap();
-    let opts = ExtractOptions {
-        device,
-        precision,
-        ..ExtractOptions::default()
-    };
-    let ex = Extractor::load(dir.path(), &opts).unwrap();
-    let wave = Vec::<f32>::try_from(Tensor::randn(
-        [(batch * 64_600) as i64],
-        (Kind::Float, Device::Cpu),
-    ))
-    .unwrap();
-    for _ in 0..2 {
-        ex.extract(&wave, batch).unwrap();
-    }
-    let t0 = Instant::now();
-    for _ in 0..batches {
-        let f = ex.extract(&wave, batch).unwrap();
-        assert_eq!((f.frames, f.dim), (201, cfg.hidden_size as usize));
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let result = serde_json::json!({
-        "impl": "brspeech-tch",
-        "model": layout,
-        "device": ex.device(),
-        "dtype": ex.precision().to_string(),
-        "batch": batch,
-        "batches": batches,
-        "seconds": secs,
-        "clips_per_s": (batch * batches) as f64 / secs,
-    });
-    println!("{result}");
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if args.first().map(String::as_str) == Some("extract") {
-        return extract_bench(&args);
-    }
-    let threads: i32 = args.first().and_then(|s| s.parse().ok()).unwrap_or(2);
-    let iters: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+fn cpu_bench(threads: i32, iters: usize) {
     tch::set_num_threads(threads);
     tch::manual_seed(0);
 
@@ -161,4 +151,36 @@ fn main() {
         "aasist_eval_forward_4x201x768": timed(aasist_forward, iters * 4),
     });
     println!("{result}");
+}
+
+fn main() -> anyhow::Result<()> {
+    // NVML's baseline must be read before anything initialises CUDA.
+    let mem = GpuMemory::open();
+    // `cargo bench` passes `--bench` to harness-less bench binaries.
+    let args = std::env::args_os().filter(|a| a != "--bench");
+    match Cli::parse_from(args).mode {
+        Mode::Cpu { threads, iters } => {
+            cpu_bench(threads, iters);
+            Ok(())
+        }
+        Mode::Extract(a) => extract::run(&a, &mem),
+        Mode::Train(a) => train::run(&a, &mem),
+        Mode::ParityBf16 { device, fixtures } => parity::bf16(device, &fixtures),
+        Mode::Runtime { device } => parity::runtime(device, &mem),
+        Mode::WriteSsl { model, layers, dir } => {
+            let cfg = common::ssl_config(&model, layers)?;
+            let t0 = Instant::now();
+            wav2vec2::write_random_hf_folder(&dir, &cfg, 0)?;
+            common::emit(serde_json::json!({
+                "kind": "write_ssl", "model": model, "layers": cfg.num_hidden_layers,
+                "dir": dir, "seconds": t0.elapsed().as_secs_f64(),
+            }));
+            Ok(())
+        }
+    }
+}
+
+/// `f32` for the CPU (where autocast is not applied), the requested precision on CUDA.
+pub fn effective(precision: Precision, device: Device) -> Precision {
+    precision.effective(device.is_cuda())
 }

@@ -16,8 +16,8 @@ bin=$(cd "$root" && cargo bench --bench model --no-run --message-format=json \
   | "$py" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="model" and m.get("executable")][-1])')
 out=$(mktemp -d)
 for r in $(seq "$rounds"); do
-  OMP_NUM_THREADS=$threads "$bin" "$threads" "$iters" > "$out/rust.$r.json"
-  (cd "$here" && OMP_NUM_THREADS=$threads "$py" bench_torch.py "$threads" "$iters") > "$out/torch.$r.json"
+  OMP_NUM_THREADS=$threads "$bin" cpu "$threads" "$iters" > "$out/rust.$r.json"
+  (cd "$here" && OMP_NUM_THREADS=$threads "$py" bench_torch.py cpu "$threads" "$iters") > "$out/torch.$r.json"
 done
 "$py" - "$out" "$threads" <<'PY'
 import glob, json, os, platform, sys
