@@ -100,6 +100,7 @@ impl Error {
                 ExecError::Kind { .. } => INVALID,
                 ExecError::Cache(c) => cache_code(c),
                 ExecError::LockFile { .. } => CACHE,
+                ExecError::Slurm(s) if s.is_busy() => CACHE,
                 e if e.is_environment() => ENVIRONMENT,
                 ExecError::Stage { .. } => STAGE_FAILED,
                 _ => INTERNAL,

@@ -14,7 +14,7 @@ use crate::exec::context::CancelToken;
 use crate::exec::event::{NullSink, Outcome, State};
 use crate::exec::executor::LocalExecutor;
 use crate::exec::lockfile::LockFile;
-use crate::exec::{ExecError, RunOptions, Session, detect_gpus, error_chain};
+use crate::exec::{ExecError, RunOptions, Session, detect_gpus, error_chain, slurm};
 use crate::plan::render::{Format, NodeStatus, render};
 use crate::plan::{Built, Plan};
 use crate::report::{Reporter, dry_run_table, secs, status_table};
@@ -51,6 +51,53 @@ enum Command {
     /// Print the JSON schema of pipeline files.
     #[command(hide = true)]
     Schema,
+    /// Run one step of a stage inside a Slurm job (what `run --executor slurm` submits).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Where `run` carries out the stages' work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorKind {
+    /// In this process (`-j` stages at once).
+    Local,
+    /// As Slurm jobs (`sbatch`), settings from the pipeline's `executor:` block.
+    Slurm,
+}
+
+/// A step of a stage on the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StepArg {
+    /// Compute the stage key once the upstream stages are committed.
+    Prepare,
+    /// Run one shard (`--offset` + `SLURM_ARRAY_TASK_ID`, or `--shard`).
+    Shard,
+    /// Run the whole-stage step and commit.
+    Final,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Pipeline file.
+    pipeline: PathBuf,
+    /// The pipeline's journal folder (under `cache/slurm/runs/`).
+    #[arg(long, value_name = "DIR")]
+    journal: PathBuf,
+    /// Stage name.
+    #[arg(long, value_name = "STAGE")]
+    stage: String,
+    /// What to do.
+    #[arg(long, value_enum)]
+    step: StepArg,
+    /// Shard number of array task 0.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    offset: u32,
+    /// Shard number (instead of the array task id).
+    #[arg(long, value_name = "N")]
+    shard: Option<u32>,
+    /// With `--step final`: compute the stage key first.
+    #[arg(long)]
+    prepare: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +136,13 @@ struct RunArgs {
     /// GPUs the scheduler hands to `gpu` stages [default: CUDA devices found, else 1].
     #[arg(long, value_name = "N")]
     gpus: Option<u32>,
+    /// Where the stages run: `local`, or `slurm` (jobs submitted with `sbatch`; docs/slurm.md).
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Local, value_name = "EXECUTOR")]
+    executor: ExecutorKind,
+    /// With `--executor slurm`: submit the jobs and exit; `status` shows them, and a later
+    /// `run --executor slurm` waits for them and records the results.
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +276,45 @@ fn dispatch(app: App) -> Result<u8, Error> {
             print(&spec::schema_json())?;
             Ok(OK)
         }
+        Command::Worker(a) => cmd_worker(app.cache_dir.as_deref(), a),
     }
+}
+
+fn cmd_worker(cache_flag: Option<&Path>, a: WorkerArgs) -> Result<u8, Error> {
+    let (pipeline, plan) = load(Some(&a.pipeline))?;
+    let cache = Cache::open(&cache_root(cache_flag, &pipeline.root))?;
+    let stat = StatCache::open(&cache.state_dir());
+    let session = Session {
+        pipeline: &pipeline,
+        plan: &plan,
+        cache: &cache,
+        stat: &stat,
+    };
+    let args = slurm::WorkerArgs {
+        journal: a.journal,
+        stage: a.stage,
+        step: match a.step {
+            StepArg::Prepare => slurm::Step::Prepare,
+            StepArg::Shard => slurm::Step::Shard,
+            StepArg::Final => slurm::Step::Final,
+        },
+        offset: a.offset,
+        shard: a.shard,
+        prepare: a.prepare,
+    };
+    slurm::worker(&session, &args)?;
+    Ok(OK)
+}
+
+/// The binary Slurm jobs run: `BRSPEECH_SLURM_BIN`, else this one.
+fn worker_binary() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os("BRSPEECH_SLURM_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    std::env::current_exe().map_err(|source| Error::Output {
+        path: "<current executable>".into(),
+        source,
+    })
 }
 
 /// Loads, validates and plans a pipeline, reporting every problem at once.
@@ -280,6 +372,11 @@ fn split_run_args(args: &[String]) -> (Option<PathBuf>, Vec<String>) {
 }
 
 fn cmd_run(cache_flag: Option<&Path>, a: RunArgs) -> Result<u8, Error> {
+    if a.detach && a.executor != ExecutorKind::Slurm {
+        return Err(Error::Usage {
+            message: "`--detach` needs `--executor slurm`".into(),
+        });
+    }
     let (pipeline_path, targets) = split_run_args(&a.args);
     let (pipeline, plan) = load(pipeline_path.as_deref())?;
     let cache = Cache::open(&cache_root(cache_flag, &pipeline.root))?;
@@ -303,8 +400,29 @@ fn cmd_run(cache_flag: Option<&Path>, a: RunArgs) -> Result<u8, Error> {
         wait: a.wait,
         gpus: a.gpus.unwrap_or_else(detect_gpus),
     };
+    let on_slurm = a.executor == ExecutorKind::Slurm;
+    let slurm_opts = if on_slurm {
+        Some(slurm::SlurmOptions::new(worker_binary()?, a.detach))
+    } else {
+        None
+    };
     if a.dry_run {
         let stages = session.dry_run(&opts, &NullSink)?;
+        if let Some(so) = &slurm_opts {
+            let script = slurm::dry_run(&session, &opts, so, &slurm::SlurmCli)?;
+            if a.json {
+                print(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "stages": stages, "sbatch": script })
+                    )
+                    .unwrap_or_default()
+                ))?;
+            } else {
+                print(&format!("{}\n{script}", dry_run_table(&stages)))?;
+            }
+            return Ok(OK);
+        }
         if a.json {
             print(&format!(
                 "{}\n",
@@ -325,7 +443,26 @@ fn cmd_run(cache_flag: Option<&Path>, a: RunArgs) -> Result<u8, Error> {
         handler.cancel();
     });
     let reporter = Reporter::stdio(a.json);
-    let summary = session.run(&opts, &LocalExecutor, &reporter, &cancel)?;
+    let summary = if let Some(so) = &slurm_opts {
+        match slurm::run(&session, &opts, so, &slurm::SlurmCli, &reporter, &cancel)? {
+            slurm::Finish::Ran(summary) => summary,
+            slurm::Finish::Detached { jobs, stages } => {
+                if a.json {
+                    print(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "pipeline": pipeline.name, "detached": true, "jobs": jobs, "stages": stages
+                        }))
+                        .unwrap_or_default()
+                    ))?;
+                }
+                return Ok(OK);
+            }
+        }
+    } else {
+        slurm::ensure_idle(&session, &slurm::SlurmCli)?;
+        session.run(&opts, &LocalExecutor, &reporter, &cancel)?
+    };
     if summary.interrupted {
         return Err(Error::Interrupted);
     }
@@ -373,23 +510,35 @@ impl crate::exec::event::EventSink for HashOnly {
 fn cmd_status(cache_flag: Option<&Path>, a: StatusArgs) -> Result<u8, Error> {
     let (pipeline, plan) = load(a.pipeline.as_deref())?;
     let stages = statuses(cache_flag, &pipeline, &plan)?;
+    // Jobs of the last `--executor slurm` submission, if there is one.
+    let jobs = match Cache::existing(&cache_root(cache_flag, &pipeline.root)) {
+        Some(cache) => {
+            slurm::jobs_report(&cache, &pipeline, &slurm::SlurmCli).map_err(ExecError::from)?
+        }
+        None => None,
+    };
     if a.json {
         let list: Vec<serde_json::Value> = stages
             .iter()
             .map(|s| serde_json::json!({"name": s.name, "kind": s.kind, "state": s.state, "action": s.action, "reasons": s.reasons, "key": s.key}))
             .collect();
+        let mut doc = serde_json::json!({ "stages": list });
+        if let Some(j) = &jobs {
+            doc["slurm"] = serde_json::to_value(j).unwrap_or_default();
+            doc["slurm"]["live"] = serde_json::Value::Bool(j.live());
+        }
         print(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({ "stages": list }))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
         ))?;
     } else {
         let fresh = stages.iter().filter(|s| s.state == State::Fresh).count();
         print(&format!(
-            "pipeline `{}`: {fresh}/{} stages fresh\n{}",
+            "pipeline `{}`: {fresh}/{} stages fresh\n{}{}",
             pipeline.name,
             stages.len(),
-            status_table(&stages)
+            status_table(&stages),
+            jobs.map(|j| j.render()).unwrap_or_default()
         ))?;
     }
     Ok(OK)

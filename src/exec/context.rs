@@ -63,6 +63,15 @@ impl LogWriter {
         })
     }
 
+    /// A log writing to an already open file (a cluster job's output file) known as `path`.
+    #[must_use]
+    pub fn from_file(path: PathBuf, file: File) -> Self {
+        LogWriter {
+            path,
+            file: Mutex::new(file),
+        }
+    }
+
     /// The log file.
     #[must_use]
     pub fn path(&self) -> &Path {

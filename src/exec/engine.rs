@@ -88,20 +88,22 @@ enum OutsCheck {
     Differ(Vec<String>),
 }
 
-struct Eval {
-    components: KeyComponents,
-    key: Option<StageKey>,
-    entry: Option<Manifest>,
+/// A stage's key components, key and cache entry as computed now.
+pub(crate) struct Eval {
+    pub(crate) components: KeyComponents,
+    pub(crate) key: Option<StageKey>,
+    pub(crate) entry: Option<Manifest>,
     listings: BTreeMap<ContentDigest, Arc<Listing>>,
-    missing: Vec<(String, PathBuf)>,
+    pub(crate) missing: Vec<(String, PathBuf)>,
     unknown_upstream: Vec<String>,
     outs: OutsCheck,
 }
 
-struct Judged {
-    state: State,
-    action: Action,
-    reasons: Vec<String>,
+/// A stage's state against its lock record, what a run does with it, and why.
+pub(crate) struct Judged {
+    pub(crate) state: State,
+    pub(crate) action: Action,
+    pub(crate) reasons: Vec<String>,
 }
 
 struct CacheListings<'a> {
@@ -162,13 +164,13 @@ fn under<'m>(
         .filter(move |(k, _)| *k == out || k.strip_prefix(out).is_some_and(|r| r.starts_with('/')))
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn lookup(def: &StageDef) -> Result<&'static dyn Stage, ExecError> {
+pub(crate) fn lookup(def: &StageDef) -> Result<&'static dyn Stage, ExecError> {
     stages::lookup(&def.kind).map_err(|e| ExecError::Kind {
         stage: def.name.clone(),
         message: e.to_string(),
@@ -176,22 +178,36 @@ fn lookup(def: &StageDef) -> Result<&'static dyn Stage, ExecError> {
 }
 
 /// What a finished worker reports.
-struct Done {
-    outcome: Outcome,
-    key: StageKey,
-    output: OutputDigest,
-    components: KeyComponents,
-    seconds: f64,
-    items: Option<ItemCounts>,
-    log: Option<PathBuf>,
+pub(crate) struct Done {
+    pub(crate) outcome: Outcome,
+    pub(crate) key: StageKey,
+    pub(crate) output: OutputDigest,
+    pub(crate) components: KeyComponents,
+    pub(crate) seconds: f64,
+    pub(crate) items: Option<ItemCounts>,
+    pub(crate) log: Option<PathBuf>,
 }
 
-struct Failure {
-    outcome: Outcome,
-    message: String,
-    log: Option<PathBuf>,
-    environment: bool,
-    seconds: f64,
+/// Why a stage did not finish.
+pub(crate) struct Failure {
+    pub(crate) outcome: Outcome,
+    pub(crate) message: String,
+    pub(crate) log: Option<PathBuf>,
+    pub(crate) environment: bool,
+    pub(crate) seconds: f64,
+}
+
+/// What [`Session::settle`] found: the stage is done (cached or restored), or it must run.
+pub(crate) enum Settled {
+    /// Up to date or restored from the cache.
+    Done(Done),
+    /// Its current key has no entry (or it is forced).
+    Run {
+        /// The stage's evaluation.
+        eval: Eval,
+        /// Its judgement (reasons for the log).
+        judged: Judged,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +221,7 @@ enum Slot {
 }
 
 impl Session<'_> {
-    fn evaluate(
+    pub(crate) fn evaluate(
         &self,
         i: usize,
         upstream: &BTreeMap<String, Option<OutputDigest>>,
@@ -347,7 +363,7 @@ impl Session<'_> {
         })
     }
 
-    fn judge(&self, eval: &Eval, rec: Option<&LockRecord>, forced: bool) -> Judged {
+    pub(crate) fn judge(&self, eval: &Eval, rec: Option<&LockRecord>, forced: bool) -> Judged {
         let listings = CacheListings {
             current: &eval.listings,
             cache: self.cache,
@@ -437,7 +453,7 @@ impl Session<'_> {
         j
     }
 
-    fn upstream_names(&self, i: usize) -> Vec<(usize, String)> {
+    pub(crate) fn upstream_names(&self, i: usize) -> Vec<(usize, String)> {
         self.plan
             .upstream(i)
             .into_iter()
@@ -467,7 +483,11 @@ impl Session<'_> {
         self.plan_stages(&selected, &forced, sink)
     }
 
-    fn forced(&self, opts: &RunOptions, selected: &[usize]) -> Result<HashSet<usize>, ExecError> {
+    pub(crate) fn forced(
+        &self,
+        opts: &RunOptions,
+        selected: &[usize],
+    ) -> Result<HashSet<usize>, ExecError> {
         if opts.force_all {
             return Ok(selected.iter().copied().collect());
         }
@@ -511,7 +531,7 @@ impl Session<'_> {
         Ok(out)
     }
 
-    fn check_external_deps(&self, selected: &[usize]) -> Result<(), ExecError> {
+    pub(crate) fn check_external_deps(&self, selected: &[usize]) -> Result<(), ExecError> {
         let produced: Vec<PathBuf> = self
             .pipeline
             .stages
@@ -844,6 +864,26 @@ impl Session<'_> {
         cancel: &CancelToken,
     ) -> Result<Done, Failure> {
         let t0 = Instant::now();
+        match self.settle(i, upstream, rec, forced, sink)? {
+            Settled::Done(done) => Ok(done),
+            Settled::Run { eval, judged } => self.execute_and_commit(
+                i, upstream, rec, forced, executor, sink, cancel, t0, eval, judged,
+            ),
+        }
+    }
+
+    /// Computes stage `i`'s key with its upstream stages' outputs and, when its entry is in
+    /// the cache (and it is not forced), finishes it without running: workspace outs restored
+    /// when they differ, the `outputs/` link set. Otherwise says it must run.
+    pub(crate) fn settle(
+        &self,
+        i: usize,
+        upstream: &[(String, OutputDigest, StageKey)],
+        rec: Option<&LockRecord>,
+        forced: bool,
+        sink: &dyn EventSink,
+    ) -> Result<Settled, Failure> {
+        let t0 = Instant::now();
         let def = &self.pipeline.stages[i];
         let fail = |message: String, environment: bool| Failure {
             outcome: Outcome::Failed,
@@ -901,7 +941,7 @@ impl Session<'_> {
                     } else {
                         Outcome::Cached
                     };
-                    return Ok(Done {
+                    return Ok(Settled::Done(Done {
                         outcome,
                         key,
                         output: m.output,
@@ -909,7 +949,7 @@ impl Session<'_> {
                         seconds: t0.elapsed().as_secs_f64(),
                         items: None,
                         log: None,
-                    });
+                    }));
                 }
                 Err(CacheError::Corrupt { path }) => {
                     let why = format!("object `{}` does not match its digest", path.display());
@@ -929,7 +969,39 @@ impl Session<'_> {
                 Err(e) => return Err(fail(error_chain(&e), is_env_cache(&e))),
             }
         }
-        // Run it.
+        Ok(Settled::Run { eval, judged })
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the rest of `process` once the stage must run"
+    )]
+    fn execute_and_commit(
+        &self,
+        i: usize,
+        upstream: &[(String, OutputDigest, StageKey)],
+        rec: Option<&LockRecord>,
+        forced: bool,
+        executor: &dyn Executor,
+        sink: &dyn EventSink,
+        cancel: &CancelToken,
+        t0: Instant,
+        eval: Eval,
+        judged: Judged,
+    ) -> Result<Done, Failure> {
+        let def = &self.pipeline.stages[i];
+        let fail = |message: String, environment: bool| Failure {
+            outcome: Outcome::Failed,
+            message,
+            log: None,
+            environment,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        let stage = lookup(def).map_err(|e| fail(e.to_string(), false))?;
+        let key = eval
+            .key
+            .ok_or_else(|| fail("stage key not computable".into(), false))?;
+        let builtin = stage.workspace_outs(def).is_empty();
         let log_path = self.cache.log_path(&self.pipeline.name, &def.name);
         let log = LogWriter::create(&log_path).map_err(|e| {
             fail(
@@ -1056,7 +1128,7 @@ impl Session<'_> {
     }
 
     /// Points `<root>/outputs/<pipeline>/<stage>` at the entry's `out/` (atomic symlink swap).
-    fn link_output(&self, def: &StageDef, key: &StageKey) -> Result<(), CacheError> {
+    pub(crate) fn link_output(&self, def: &StageDef, key: &StageKey) -> Result<(), CacheError> {
         let dir = fsutil::ensure_dir(self.pipeline.root.join("outputs").join(&self.pipeline.name))?;
         let link = dir.join(&def.name);
         let target = self.cache.entry_dir(key).join("out");
@@ -1070,7 +1142,7 @@ impl Session<'_> {
     }
 }
 
-fn summary(
+pub(crate) fn summary(
     name: &str,
     outcome: Outcome,
     seconds: f64,
@@ -1091,7 +1163,7 @@ fn summary(
     }
 }
 
-fn is_env_cache(e: &CacheError) -> bool {
+pub(crate) fn is_env_cache(e: &CacheError) -> bool {
     matches!(
         e,
         CacheError::DiskFull { .. } | CacheError::Write { .. } | CacheError::Read { .. }
@@ -1115,7 +1187,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The last lines of a log file.
-fn log_tail(path: &Path) -> Vec<String> {
+pub(crate) fn log_tail(path: &Path) -> Vec<String> {
     const LINES: usize = 10;
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();

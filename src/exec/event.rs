@@ -152,7 +152,7 @@ pub enum Event {
         pipeline: String,
         /// Selected stages.
         stages: usize,
-        /// `-j`.
+        /// `-j` (0 when a cluster runs the stages).
         jobs: usize,
     },
     /// Another run holds the cache; waiting.
@@ -225,6 +225,14 @@ pub enum Event {
         log: Option<PathBuf>,
         /// Last lines of the log.
         log_tail: Vec<String>,
+    },
+    /// Information that is neither progress nor a warning (jobs submitted to a cluster,
+    /// jobs of an earlier run picked up again).
+    Note {
+        /// Stage name (empty for the whole run).
+        stage: String,
+        /// The note.
+        message: String,
     },
     /// A stage was not attempted.
     StageSkipped {

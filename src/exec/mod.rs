@@ -8,6 +8,7 @@ pub mod event;
 pub mod executor;
 pub mod key;
 pub mod lockfile;
+pub mod slurm;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,10 @@ pub enum ExecError {
         /// Why.
         message: String,
     },
+    /// The Slurm executor failed outside a stage (Slurm missing or rejecting a job, jobs of
+    /// another submission in the way).
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
     /// Stages failed because of the environment (disk full, missing input).
     #[error("{} stage(s) failed because of the environment", summary.count(event::Outcome::Failed))]
     EnvironmentFailure {
@@ -96,6 +101,7 @@ impl ExecError {
             ExecError::Stage { source, .. } => {
                 source.is_environment() || matches!(source, StageError::Environment { .. })
             }
+            ExecError::Slurm(e) => !e.is_busy(),
             _ => false,
         }
     }

@@ -116,10 +116,15 @@ impl EventSink for Reporter {
                 stages,
                 jobs,
             } => {
+                let how = if jobs == 0 {
+                    "on Slurm".to_owned()
+                } else {
+                    format!("-j {jobs}")
+                };
                 line(
                     s,
                     &format!(
-                        "running pipeline `{pipeline}`: {stages} stage{} (-j {jobs})",
+                        "running pipeline `{pipeline}`: {stages} stage{} ({how})",
                         if stages == 1 { "" } else { "s" }
                     ),
                 );
@@ -253,6 +258,13 @@ impl EventSink for Reporter {
                     let _ = write!(text, "\n         | {l}");
                 }
                 line(s, &text);
+            }
+            Event::Note { stage, message } => {
+                if stage.is_empty() {
+                    line(s, &format!("note     {message}"));
+                } else {
+                    line(s, &format!("note     {stage}: {message}"));
+                }
             }
             Event::StageSkipped { stage, because } => {
                 line(s, &format!("skipped  {stage}: {because}"))

@@ -264,6 +264,7 @@ pub fn load_text(file: &Path, display: &str, text: String) -> Result<Loaded, Inv
             "`stages` must be a mapping of stage names to definitions",
         )),
     }
+    cx.issues.extend(super::executor::check(&pipeline));
     Ok(Loaded {
         pipeline,
         issues: cx.issues,

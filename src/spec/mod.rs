@@ -3,6 +3,7 @@
 //! (docs/pipeline-spec.md, docs/architecture.md).
 
 mod diagnostic;
+pub mod executor;
 mod interp;
 mod load;
 mod node;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use diagnostic::{InvalidPipeline, render_issues};
+pub use executor::{ExecutorSpec, StageExecutorSpec};
 pub use load::{Loaded, SpecError, find_root, load, load_text};
 pub use positions::{Pos, PositionIndex};
 pub use raw::schema_json;
@@ -43,7 +45,7 @@ pub struct Pipeline {
     pub sources: Vec<Value>,
     /// `stages:` in file order.
     pub stages: Vec<StageDef>,
-    /// `executor:` (reserved for the Slurm executor; unused by the local one).
+    /// `executor:` (settings of the Slurm executor; the local one ignores them).
     pub executor: Option<ExecutorSpec>,
     /// The pipeline text and its position index, for diagnostics.
     pub source: Arc<SourceText>,
@@ -107,25 +109,6 @@ pub struct ConfigUse {
 pub struct Resources {
     /// GPUs held while the stage runs.
     pub gpu: u32,
-}
-
-/// The `executor:` block (read by the Slurm executor; the local executor ignores it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorSpec {
-    /// Slurm partition (`--partition`).
-    pub partition: Option<String>,
-    /// Slurm account (`--account`).
-    pub account: Option<String>,
-    /// Slurm quality of service (`--qos`).
-    pub qos: Option<String>,
-    /// Time limit per job (`--time`, e.g. `02:00:00`).
-    pub time: Option<String>,
-    /// Memory per job (`--mem`, e.g. `16G`).
-    pub mem: Option<String>,
-    /// Further `sbatch` options, passed as written.
-    #[serde(default)]
-    pub extra: Vec<String>,
 }
 
 /// One stage of a pipeline.

@@ -3,6 +3,7 @@
 //! [`REGISTRY`] (docs/architecture.md).
 
 pub mod command;
+pub mod shard_demo;
 #[cfg(test)]
 pub(crate) mod testkind;
 
@@ -25,10 +26,11 @@ pub const KINDS: &[&str] = &[
     "extract_ssl",
     "train_aasist",
     "evaluate",
+    "shard_demo",
 ];
 
 /// The kinds available in this build. Adding a kind: write its module, add it here.
-pub static REGISTRY: &[&dyn Stage] = &[&command::Command];
+pub static REGISTRY: &[&dyn Stage] = &[&command::Command, &shard_demo::ShardDemo];
 
 /// A stage kind: how a stage of that kind is checked, keyed and run.
 pub trait Stage: Send + Sync {
