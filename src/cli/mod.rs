@@ -538,7 +538,10 @@ fn cmd_status(cache_flag: Option<&Path>, a: StatusArgs) -> Result<u8, Error> {
             pipeline.name,
             stages.len(),
             status_table(&stages),
-            jobs.map(|j| j.render()).unwrap_or_default()
+            // Shown while jobs are in flight, and after a failure until the next run.
+            jobs.filter(|j| j.live() || j.stages.iter().any(|s| s.state == "failed"))
+                .map(|j| j.render())
+                .unwrap_or_default()
         ))?;
     }
     Ok(OK)

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::client::{Retrying, Slurm};
 use super::journal::{FORMAT, Job, Journal, JournalStage, Paths, Role, Ticket, def_digest, ranges};
-use super::status::{States, View, attached, index, tasks_of};
+use super::status::{States, View, index, tasks_of};
 use super::submit::{After, JobSpec, WorkerCmd, name_prefix, resource_options, split_arrays};
 use super::{SlurmError, SlurmOptions};
 use crate::cache::{OutputDigest, RunLock, StageKey};
@@ -267,7 +267,14 @@ impl Coord<'_, '_> {
                     if ran_there {
                         done.outcome = Outcome::Ran;
                         if let Ok(Some(m)) = s.cache.entry(&done.key) {
-                            done.seconds = m.seconds;
+                            // From submission to commit.
+                            let submitted = old.map_or(m.started_at, |j| j.submitted_at);
+                            #[allow(
+                                clippy::cast_precision_loss,
+                                reason = "seconds since the epoch"
+                            )]
+                            let span = m.started_at.saturating_sub(submitted) as f64 + m.seconds;
+                            done.seconds = span.max(m.seconds);
                             let items = ItemCounts {
                                 processed: m.items_processed,
                                 reused: m.items_reused,
@@ -478,18 +485,6 @@ fn prepare<'s, 'a>(
         },
         None => BTreeMap::new(),
     };
-    if apply
-        && let Some(j) = &old
-        && !live.is_empty()
-        && attached(j)
-    {
-        return Err(SlurmError::InFlight {
-            stage: live.keys().next().cloned().unwrap_or_default(),
-            jobs: j.job_ids().join(","),
-            why: format!("another coordinator (pid {} on `{}`)", j.pid, j.host),
-        }
-        .into());
-    }
     let planned = coord.plan(
         &selected,
         &forced,
@@ -796,9 +791,9 @@ pub fn run(
         coord.paths.save_journal(&journal)?;
     }
     let submit_seconds = t_submit.elapsed().as_secs_f64();
-    if !specs.is_empty() {
-        coord.paths.save_journal(&journal)?;
-    }
+    // Also when nothing was submitted: the last submission's record is no longer needed (its
+    // results are in the lock file now).
+    coord.paths.save_journal(&journal)?;
     for js in &journal.stages {
         if live.contains_key(&js.name) {
             continue;
@@ -1022,7 +1017,7 @@ pub fn run(
                     summaries[t.i] = Some(summary(
                         &t.name,
                         Outcome::Failed,
-                        seconds,
+                        t_poll.elapsed().as_secs_f64(),
                         None,
                         None,
                         Some(f.message),
@@ -1414,6 +1409,9 @@ fn finish_track(
                 done.log = Some(s.cache.log_path(&s.pipeline.name, &t.name));
             }
             done.seconds = seconds;
+            if ran && let Ok(Some(m)) = s.cache.entry(&done.key) {
+                done.seconds = seconds.max(m.seconds);
+            }
             Ok((done, outcome))
         }
         Ok(Settled::Run { eval, .. }) => Err(format!(

@@ -90,7 +90,9 @@ pub struct StageJobs {
     /// Why the stage's jobs wait, when they do (`Dependency`, `Resources`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
-    /// Failed or cancelled tasks with their output files.
+    /// Jobs or tasks cancelled (by brspeech after a failure, by `scancel`, or by Slurm).
+    pub cancelled: u64,
+    /// Failed tasks with their output files.
     pub failed: Vec<(String, PathBuf)>,
 }
 
@@ -160,6 +162,9 @@ impl JobsReport {
             if let Some(r) = &s.waiting {
                 let _ = write!(what, "; waiting ({r})");
             }
+            if s.cancelled > 0 {
+                let _ = write!(what, "; {} cancelled", s.cancelled);
+            }
             let _ = writeln!(out, "  {:<w$}  {:<9}  {what}", s.name, s.state);
             for (task, log) in &s.failed {
                 let _ = writeln!(
@@ -176,13 +181,16 @@ impl JobsReport {
     }
 }
 
+/// Whether process `pid` runs (a zombie does not count: it holds no lock and polls nothing).
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// Whether the process that wrote `j` is alive on this host and waiting for its jobs.
@@ -203,7 +211,7 @@ pub fn jobs_report(
     slurm: &dyn Slurm,
 ) -> Result<Option<JobsReport>, SlurmError> {
     let paths = Paths::new(cache, pipeline);
-    let Some(j) = paths.load_journal()? else {
+    let Some(j) = paths.load_journal()?.filter(|j| !j.stages.is_empty()) else {
         return Ok(None);
     };
     let (states, reachable) = match slurm.squeue(&j.job_ids()) {
@@ -221,6 +229,7 @@ pub fn jobs_report(
         let mut shards_done = 0;
         let mut shards_running = 0;
         let mut failed = Vec::new();
+        let mut cancelled = 0;
         let ticket = paths.load_ticket(&s.name).ok().flatten();
         for job in &s.jobs {
             for task in tasks_of(job) {
@@ -269,12 +278,10 @@ pub fn jobs_report(
                         all_done = false;
                         waiting.get_or_insert_with(|| r.clone());
                     }
-                    View::Cancelled(r) => {
+                    View::Cancelled(_) => {
                         all_done = false;
                         any_cancelled = true;
-                        if r != "DependencyNeverSatisfied" {
-                            failed.push((label, job.log_of(task)));
-                        }
+                        cancelled += 1;
                     }
                     View::Failed(..) | View::Unknown => {
                         all_done = false;
@@ -306,6 +313,7 @@ pub fn jobs_report(
             shards_running,
             jobs: s.jobs.iter().map(|j| j.id.clone()).collect(),
             waiting: if any_running { None } else { waiting },
+            cancelled,
             failed,
         });
     }
