@@ -11,5 +11,6 @@ mod integration {
     mod parallel;
     mod pipelines;
     mod run;
+    mod slurm;
     mod status;
 }

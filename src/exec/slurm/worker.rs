@@ -17,7 +17,7 @@ use super::SlurmError;
 use super::journal::{FORMAT, JournalStage, Paths, ShardDone, Ticket, def_digest};
 use crate::cache::{ManifestDraft, OutputDigest};
 use crate::exec::context::{CancelToken, LogWriter, StageCtx};
-use crate::exec::engine::{error_chain, lookup, now_secs};
+use crate::exec::engine::{Settled, error_chain, lookup, now_secs};
 use crate::exec::event::{Event, EventSink};
 use crate::exec::lockfile::LockFile;
 use crate::exec::{ExecError, Session};
@@ -337,7 +337,7 @@ impl Job<'_, '_> {
             self.ticket()?
         };
         if t.cached {
-            return Ok(());
+            return self.publish();
         }
         if !t.forced && s.cache.entry(&t.key)?.is_some() {
             println!(
@@ -345,7 +345,7 @@ impl Job<'_, '_> {
                 self.name,
                 t.key.short()
             );
-            return Ok(());
+            return self.publish();
         }
         if !prepare {
             // The key was computed at submission: make sure the inputs did not change since.
@@ -452,6 +452,29 @@ impl Job<'_, '_> {
             t0.elapsed().as_secs_f64()
         );
         let _ = std::io::stdout().flush();
-        Ok(())
+        self.publish()
+    }
+
+    /// Makes the committed entry visible in the workspace before downstream jobs start, as the
+    /// local executor does: `outputs/<pipeline>/<stage>` linked, a command's outs restored
+    /// when they differ.
+    fn publish(&self) -> Result<(), ExecError> {
+        let s = self.session;
+        let (outputs, keys) = self.upstream()?;
+        let upstream: Vec<(String, OutputDigest, crate::cache::StageKey)> = outputs
+            .into_iter()
+            .filter_map(|(n, o)| {
+                let k = *keys.get(&n)?;
+                Some((n, o?, k))
+            })
+            .collect();
+        match s.settle(self.i, &upstream, None, false, &JobSink) {
+            Ok(Settled::Done(_)) => Ok(()),
+            Ok(Settled::Run { .. }) => Err(worker_error(
+                &self.name,
+                "its entry is not in the cache for the current inputs (they changed meanwhile?); run again",
+            )),
+            Err(f) => Err(worker_error(&self.name, f.message)),
+        }
     }
 }

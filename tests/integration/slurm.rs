@@ -1,0 +1,531 @@
+//! The Slurm executor. The `--dry-run` and validation tests need no cluster; the others need a
+//! reachable Slurm (`tools/slurm/start.sh`, then `SLURM_CONF` exported) and are skipped with a
+//! message without one, unless `BRSPEECH_REQUIRE_SLURM=1` (CI), which makes them fail instead.
+//! They share the one cluster, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::common::{Out, Test, finish, kill9};
+
+/// Slurm tests take turns on the cluster.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// The cluster lock, or `None` (with a visible message) when no Slurm is reachable.
+fn cluster(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let ok = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+                    l.starts_with("idle") || l.starts_with("mixed") || l.starts_with("alloc")
+                })
+        });
+    if !ok {
+        assert!(
+            std::env::var_os("BRSPEECH_REQUIRE_SLURM").is_none(),
+            "BRSPEECH_REQUIRE_SLURM is set but no Slurm cluster answers `sinfo` (is SLURM_CONF exported?)"
+        );
+        eprintln!(
+            "SKIPPED {test}: no Slurm cluster reachable (start one with `tools/slurm/start.sh` and export SLURM_CONF)"
+        );
+        return None;
+    }
+    Some(
+        CLUSTER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+fn squeue_state(id: &str) -> String {
+    let o = Command::new("squeue")
+        .args(["-h", "-t", "all", "-j", id, "-o", "%T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A generated input list, a sharded stage over it, a second sharded stage over the first one's
+/// output, and a command stage after both.
+fn pipeline(name: &str, a_params: &str) -> String {
+    format!(
+        r#"
+name: {name}
+executor:
+  throttle: 4
+stages:
+  gen:
+    kind: command
+    cmd: "awk 'NR <= 48' data/source.txt > data/list.txt"
+    deps: [data/source.txt]
+    outs: [data/list.txt]
+  a:
+    kind: shard_demo
+    deps: [data/list.txt]
+    params: {{list: data/list.txt, shards: 4, trace: trace.txt{a_params}}}
+  b:
+    kind: shard_demo
+    needs: [a]
+    params: {{shards: 3, salt: b, trace: trace.txt}}
+  report:
+    kind: command
+    needs: [a, b]
+    cmd: "cut -f2 outputs/{name}/a/items.txt outputs/{name}/b/items.txt | sort > data/report.txt"
+    outs: [data/report.txt]
+"#
+    )
+}
+
+fn workspace(name: &str, a_params: &str) -> Test {
+    let t = Test::new();
+    let source: String = (0..60).map(|i| format!("file-{i:03}.flac\n")).collect();
+    t.write("data/source.txt", &source);
+    t.pipeline(&pipeline(name, a_params));
+    t
+}
+
+/// Lock records without their finishing times.
+fn lock_entries(t: &Test) -> BTreeMap<String, serde_json::Value> {
+    let lock: serde_json::Value = serde_json::from_str(&t.read("brspeech.lock")).unwrap();
+    lock["stages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().remove("finished_at");
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// Lines of the trace file, counted (`a shard 1` → how many times it started).
+fn trace(t: &Test) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    if !t.exists("trace.txt") {
+        return m;
+    }
+    for l in t.read("trace.txt").lines() {
+        let what: Vec<&str> = l.split(" pid ").collect();
+        *m.entry(what[0].to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The journal of the workspace's pipeline.
+fn journal(t: &Test) -> serde_json::Value {
+    let runs = t.path("cache/slurm/runs");
+    let dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    serde_json::from_str(&std::fs::read_to_string(dir.join("journal.json")).unwrap()).unwrap()
+}
+
+/// A stage's ticket (its key, once known).
+fn ticket(t: &Test, stage: &str) -> serde_json::Value {
+    let runs = t.path("cache/slurm/runs");
+    let dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(dir.join("tickets").join(format!("{stage}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs}s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dry_run_prints_the_chained_sbatch_commands_and_submits_nothing() {
+    let t = Test::new();
+    t.write("data/source.txt", "x\n");
+    t.pipeline(
+        r#"
+name: dr
+executor:
+  partition: cpu
+  time: "01:00:00"
+  mem: 2G
+  throttle: 50
+  stages:
+    train: {partition: gpu, time: "1-00:00:00", extra: ["--constraint=a100"]}
+stages:
+  gen:
+    kind: command
+    cmd: cp data/source.txt data/list.txt
+    deps: [data/source.txt]
+    outs: [data/list.txt]
+  many:
+    kind: shard_demo
+    deps: [data/list.txt]
+    params: {list: data/list.txt, shards: 2500}
+  few:
+    kind: shard_demo
+    params: {items: 8, shards: 2}
+  train:
+    kind: command
+    needs: [many, few]
+    cmd: "true"
+    resources: {gpu: 1}
+"#,
+    );
+    let out = t.run(&["run", "--executor", "slurm", "--dry-run"]).ok();
+    let s = out.stdout;
+    // A stage whose key waits for `gen` computes it on the cluster first; its 2500 shards are
+    // three arrays below MaxArraySize (1001 by default), all after that job.
+    assert!(s.contains("many_prepare=$(sbatch --parsable"), "{s}");
+    for (offset, tasks) in [(0, "0-999%50"), (1000, "0-999%50"), (2000, "0-499%50")] {
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(&format!("many_shards_{offset}=")))
+            .unwrap_or_else(|| panic!("no array at offset {offset}:\n{s}"));
+        assert!(line.contains(&format!("'--array={tasks}'")), "{line}");
+        assert!(
+            line.contains("--dependency=afterok:$many_prepare"),
+            "{line}"
+        );
+        assert!(line.contains(&format!("--offset {offset}")), "{line}");
+        assert!(
+            line.contains("'--partition=cpu'") && line.contains("'--mem=2G'"),
+            "{line}"
+        );
+    }
+    let final_line = s.lines().find(|l| l.starts_with("many_final=")).unwrap();
+    assert!(
+        final_line
+            .contains("--dependency=afterok:$many_shards_0:$many_shards_1000:$many_shards_2000"),
+        "{final_line}"
+    );
+    // A stage whose key is known now needs no key job and no dependency.
+    let few = s.lines().find(|l| l.starts_with("few_shards_0=")).unwrap();
+    assert!(!few.contains("--dependency"), "{few}");
+    assert!(!s.contains("few_prepare"), "{s}");
+    // Whole-stage work: one job after every upstream stage, with the stage's own settings.
+    let train = s.lines().find(|l| l.starts_with("train_final=")).unwrap();
+    for want in [
+        "--dependency=afterok:$many_final:$few_final",
+        "'--kill-on-invalid-dep=yes'",
+        "'--partition=gpu'",
+        "'--time=1-00:00:00'",
+        "'--gres=gpu:1'",
+        "'--constraint=a100'",
+        "--step final --prepare",
+    ] {
+        assert!(train.contains(want), "{want} missing: {train}");
+    }
+    assert!(!t.exists("cache/slurm/runs"), "a dry run writes no journal");
+    assert!(!t.exists("brspeech.lock"));
+
+    let bad = t.run(&["run", "--detach"]).code(2);
+    assert!(
+        bad.stderr.contains("`--detach` needs `--executor slurm`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn executor_block_problems_are_located() {
+    let t = Test::new();
+    t.pipeline(
+        r#"
+name: ex
+executor:
+  time: 2h
+  extra: ["--array=1-3"]
+  stages:
+    trian: {mem: 4G}
+    a: {mem: lots, throttle: 0}
+stages:
+  a: {kind: command, cmd: "true"}
+"#,
+    );
+    let out = t.run(&["validate"]).code(3);
+    let e = out.stderr;
+    for want in [
+        "invalid Slurm time limit \"2h\"",
+        "`--array` is set by brspeech and cannot be given in `extra`",
+        "`executor.stages` names unknown stage `trian`",
+        "invalid Slurm memory size \"lots\"",
+        "`throttle` must be at least 1",
+        "brspeech.yaml:4:",
+    ] {
+        assert!(e.contains(want), "{want} missing:\n{e}");
+    }
+}
+
+#[test]
+fn slurm_run_gives_the_same_outputs_and_lock_entries_as_a_local_run() {
+    let Some(_c) = cluster("slurm_run_gives_the_same_outputs_and_lock_entries_as_a_local_run")
+    else {
+        return;
+    };
+    let local = workspace("same", "");
+    let o = local.run(&["run", "--json"]).ok();
+    assert!(
+        o.outcomes().values().all(|v| v == "ran"),
+        "{:?}",
+        o.outcomes()
+    );
+
+    let slurm = workspace("same", "");
+    let out = slurm.run(&["run", "--executor", "slurm", "--json"]).ok();
+    let outcomes = out.outcomes();
+    assert!(
+        outcomes.values().all(|v| v == "ran"),
+        "{outcomes:?}\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("a: submitted"), "{}", out.stderr);
+    for f in [
+        "outputs/same/a/items.txt",
+        "outputs/same/b/items.txt",
+        "data/list.txt",
+        "data/report.txt",
+    ] {
+        assert_eq!(
+            std::fs::read(slurm.path(f)).unwrap(),
+            std::fs::read(local.path(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(slurm.read("outputs/same/a/items.txt").lines().count(), 48);
+    assert_eq!(lock_entries(&slurm), lock_entries(&local));
+    // Every shard ran once, on the cluster.
+    let tr = trace(&slurm);
+    for s in 0..4 {
+        assert_eq!(tr.get(&format!("a shard {s}")), Some(&1), "{tr:?}");
+    }
+    for s in 0..3 {
+        assert_eq!(tr.get(&format!("b shard {s}")), Some(&1), "{tr:?}");
+    }
+    let st = slurm.run(&["status", "--json"]).ok().states();
+    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
+    // Nothing changed: nothing is submitted.
+    let again = slurm.run(&["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        again.outcomes().values().all(|v| v == "cached"),
+        "{:?}",
+        again.outcomes()
+    );
+    assert!(!again.stderr.contains("submitted"), "{}", again.stderr);
+}
+
+#[test]
+fn a_failed_shard_is_reported_dependents_cancelled_and_only_it_reruns() {
+    let Some(_c) = cluster("a_failed_shard_is_reported_dependents_cancelled_and_only_it_reruns")
+    else {
+        return;
+    };
+    let t = workspace("fail", ", fail_shard: 1, fail_while: broken.flag");
+    t.write("broken.flag", "");
+    let out = t
+        .run(&["run", "--executor", "slurm", "--keep-going", "--json"])
+        .code(1);
+    let e = &out.stderr;
+    assert!(e.contains("FAILED   a: shard 1 (task "), "{e}");
+    assert!(
+        e.contains("fails while `broken.flag` exists"),
+        "log tail shown:\n{e}"
+    );
+    let log_line = e.lines().find(|l| l.contains("full log: ")).unwrap();
+    let log = log_line.split("full log: ").nth(1).unwrap().trim();
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("fails while")
+    );
+    let o = out.outcomes();
+    assert_eq!(
+        (
+            o["gen"].as_str(),
+            o["a"].as_str(),
+            o["b"].as_str(),
+            o["report"].as_str()
+        ),
+        ("ran", "failed", "skipped", "skipped")
+    );
+    // The dependents' jobs were cancelled, not left pending forever.
+    let j = journal(&t);
+    for stage in j["stages"].as_array().unwrap() {
+        if stage["name"] == "b" || stage["name"] == "report" {
+            for job in stage["jobs"].as_array().unwrap() {
+                let state = squeue_state(job["id"].as_str().unwrap());
+                assert!(
+                    state.lines().all(|s| s.starts_with("CANCELLED")),
+                    "{} job {}: {state}",
+                    stage["name"],
+                    job["id"]
+                );
+            }
+        }
+    }
+    let st = t.run(&["status"]).ok();
+    assert!(
+        st.stdout.contains("slurm jobs of the last submission"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains("shards-"),
+        "failed task's log listed: {}",
+        st.stdout
+    );
+
+    // Fix the cause: only shard 1 of `a`, then what depends on `a`, run again.
+    t.remove("broken.flag");
+    t.remove("trace.txt");
+    let out = t.run(&["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        out.stderr.contains("a: submitted 1 shard task(s)"),
+        "{}",
+        out.stderr
+    );
+    let o = out.outcomes();
+    assert_eq!(
+        (
+            o["gen"].as_str(),
+            o["a"].as_str(),
+            o["b"].as_str(),
+            o["report"].as_str()
+        ),
+        ("cached", "ran", "ran", "ran")
+    );
+    let tr = trace(&t);
+    let a: Vec<&String> = tr.keys().filter(|k| k.starts_with("a ")).collect();
+    assert_eq!(a, ["a run", "a shard 1"], "{tr:?}");
+    assert_eq!(tr.get("b run"), Some(&1));
+    assert_eq!(t.read("outputs/fail/a/items.txt").lines().count(), 48);
+}
+
+#[test]
+fn a_killed_coordinator_is_picked_up_again_and_no_shard_runs_twice() {
+    let Some(_c) = cluster("a_killed_coordinator_is_picked_up_again_and_no_shard_runs_twice")
+    else {
+        return;
+    };
+    let t = workspace("kill", ", work_ms: 250");
+    let mut child = t.spawn(&["run", "--executor", "slurm"]);
+    wait_until("a shard task starts", 60, || {
+        trace(&t).keys().any(|k| k.starts_with("a shard"))
+    });
+    kill9(&mut child);
+    let st = t.run(&["status", "--json"]).ok().json();
+    assert_eq!(st["slurm"]["live"], true, "{st}");
+    assert_eq!(st["slurm"]["attached"], false, "{st}");
+    let text = t.run(&["status"]).ok().stdout;
+    assert!(
+        text.contains("no coordinator is attached: `brspeech run --executor slurm` waits for them"),
+        "{text}"
+    );
+    // A local run would do the same work again: it is refused while the jobs are in flight.
+    let local = t.run(&["run"]).code(5);
+    assert!(
+        local.stderr.contains("has Slurm jobs in flight"),
+        "{}",
+        local.stderr
+    );
+
+    let out = t.run(&["run", "--executor", "slurm", "--json"]).ok();
+    assert!(out.stderr.contains("picked up jobs"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("submitted"),
+        "nothing submitted again: {}",
+        out.stderr
+    );
+    let o = out.outcomes();
+    assert_eq!(
+        (o["a"].as_str(), o["b"].as_str(), o["report"].as_str()),
+        ("ran", "ran", "ran")
+    );
+    let tr = trace(&t);
+    assert!(
+        tr.values().all(|&n| n == 1),
+        "every shard and step ran once: {tr:?}"
+    );
+    assert_eq!(tr.len(), 4 + 1 + 3 + 1, "{tr:?}");
+    let st = t.run(&["status", "--json"]).ok().states();
+    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
+}
+
+#[test]
+fn a_cancelled_task_is_reported_and_nothing_partial_is_committed() {
+    let Some(_c) = cluster("a_cancelled_task_is_reported_and_nothing_partial_is_committed") else {
+        return;
+    };
+    let t = workspace("cancel", ", work_ms: 400");
+    let child = t.spawn(&["run", "--executor", "slurm"]);
+    wait_until("shard 0 of `a` starts", 60, || {
+        trace(&t).contains_key("a shard 0")
+    });
+    let j = journal(&t);
+    let a = j["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "a")
+        .unwrap()
+        .clone();
+    let array = a["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["role"] == "shards")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // `a` waited for `gen`, so its key was computed on the cluster: it is in its ticket.
+    let key = ticket(&t, "a")["key"].as_str().unwrap().to_owned();
+    let task = format!("{array}_0");
+    assert!(
+        Command::new("scancel")
+            .arg(&task)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out: Out = finish(child).code(1);
+    let e = &out.stderr;
+    assert!(
+        e.contains(&format!("FAILED   a: shard 0 (task {task}) was cancelled")),
+        "{e}"
+    );
+    assert!(e.contains("nothing of it was committed"), "{e}");
+    assert!(e.contains(&format!("shards-{task}.out")), "log named: {e}");
+    assert!(e.contains("skipped  b"), "{e}");
+    // Nothing partial: no shard record, no entry, no lock record for `a`; memo entries are
+    // whole.
+    assert!(!t.exists(&format!("cache/slurm/shards/{key}/0.json")));
+    assert!(!t.exists(&format!("cache/entries/{key}")));
+    assert!(!lock_entries(&t).contains_key("a"));
+    for ns in std::fs::read_dir(t.path("cache/memo/shard_demo")).unwrap() {
+        for m in std::fs::read_dir(ns.unwrap().path()).unwrap() {
+            assert!(
+                m.unwrap().path().join("value").is_file(),
+                "a memo entry is complete"
+            );
+        }
+    }
+    // The next run redoes the cancelled shard and finishes.
+    let out = t.run(&["run", "--executor", "slurm", "--json"]).ok();
+    assert_eq!(out.outcomes()["a"], "ran");
+    assert_eq!(t.read("outputs/cancel/a/items.txt").lines().count(), 48);
+}
