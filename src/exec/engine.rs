@@ -200,11 +200,11 @@ pub(crate) struct Failure {
 /// What [`Session::settle`] found: the stage is done (cached or restored), or it must run.
 pub(crate) enum Settled {
     /// Up to date or restored from the cache.
-    Done(Done),
+    Done(Box<Done>),
     /// Its current key has no entry (or it is forced).
     Run {
         /// The stage's evaluation.
-        eval: Eval,
+        eval: Box<Eval>,
         /// Its judgement (reasons for the log).
         judged: Judged,
     },
@@ -865,9 +865,9 @@ impl Session<'_> {
     ) -> Result<Done, Failure> {
         let t0 = Instant::now();
         match self.settle(i, upstream, rec, forced, sink)? {
-            Settled::Done(done) => Ok(done),
+            Settled::Done(done) => Ok(*done),
             Settled::Run { eval, judged } => self.execute_and_commit(
-                i, upstream, rec, forced, executor, sink, cancel, t0, eval, judged,
+                i, upstream, rec, forced, executor, sink, cancel, t0, *eval, judged,
             ),
         }
     }
@@ -941,7 +941,7 @@ impl Session<'_> {
                     } else {
                         Outcome::Cached
                     };
-                    return Ok(Settled::Done(Done {
+                    return Ok(Settled::Done(Box::new(Done {
                         outcome,
                         key,
                         output: m.output,
@@ -949,7 +949,7 @@ impl Session<'_> {
                         seconds: t0.elapsed().as_secs_f64(),
                         items: None,
                         log: None,
-                    }));
+                    })));
                 }
                 Err(CacheError::Corrupt { path }) => {
                     let why = format!("object `{}` does not match its digest", path.display());
@@ -969,7 +969,10 @@ impl Session<'_> {
                 Err(e) => return Err(fail(error_chain(&e), is_env_cache(&e))),
             }
         }
-        Ok(Settled::Run { eval, judged })
+        Ok(Settled::Run {
+            eval: Box::new(eval),
+            judged,
+        })
     }
 
     #[allow(

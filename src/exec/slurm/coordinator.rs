@@ -768,7 +768,7 @@ pub fn run(
                 },
                 forced: match &planned[i] {
                     Planned::Known(t) => t.forced,
-                    _ => opts.force_all || opts.force.iter().any(|f| *f == spec.stage),
+                    _ => opts.force_all || opts.force.contains(&spec.stage),
                 },
                 shards,
                 submitted_shards: 0,
@@ -1412,7 +1412,7 @@ fn finish_track(
             if ran && let Ok(Some(m)) = s.cache.entry(&done.key) {
                 done.seconds = seconds.max(m.seconds);
             }
-            Ok((done, outcome))
+            Ok((*done, outcome))
         }
         Ok(Settled::Run { eval, .. }) => Err(format!(
             "stage `{}` finished on Slurm but the cache has no entry for its current key {}: its inputs changed while it was queued; run again",

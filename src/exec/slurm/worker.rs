@@ -51,6 +51,11 @@ pub struct WorkerArgs {
     pub prepare: bool,
 }
 
+/// Upstream stages' output digests by name (as `Session::evaluate` takes them).
+type Outputs = BTreeMap<String, Option<OutputDigest>>;
+/// Upstream stages' keys by name.
+type Keys = BTreeMap<String, crate::cache::StageKey>;
+
 /// Prints a running stage's warnings into the job's output.
 struct JobSink;
 
@@ -171,13 +176,7 @@ impl Job<'_, '_> {
     /// Upstream outputs and keys from the upstream stages' tickets and committed entries.
     fn upstream(
         &self,
-    ) -> Result<
-        (
-            BTreeMap<String, Option<OutputDigest>>,
-            BTreeMap<String, crate::cache::StageKey>,
-        ),
-        ExecError,
-    > {
+    ) -> Result<(Outputs, Keys), ExecError> {
         let mut outputs = BTreeMap::new();
         let mut keys = BTreeMap::new();
         for (_, up) in self.session.upstream_names(self.i) {
@@ -303,7 +302,7 @@ impl Job<'_, '_> {
         let log = LogWriter::from_file(log_path, std::fs::File::from(stderr));
         let ctx = self.ctx(&t, staging.out.clone(), log);
         println!("stage `{}`: shard {n}, key {}", self.name, t.key.short());
-        let mut items = self.stage.run_shard(&ctx, n).map_err(|e| stage_error(e))?;
+        let mut items = self.stage.run_shard(&ctx, n).map_err(stage_error)?;
         items += ctx.counted_items();
         let memos = ctx.memos.lock().map(|m| m.clone()).unwrap_or_default();
         drop(ctx);
