@@ -1,8 +1,9 @@
 //! Executors: how one stage's work is carried out once the engine has decided it must run.
 //! The local executor runs the shards one after another in this process (each shard uses
-//! rayon inside), then the whole-stage step. A cluster executor (Slurm, issue 7) implements the
-//! same trait by submitting one job array for the shards and one job for the final step; stage
-//! keys are computed before any of that, so both executors commit the same entries.
+//! rayon inside), then the whole-stage step. The Slurm executor (`exec::slurm`) submits the
+//! whole plan at once instead (one job array per sharded stage, one job for each final step,
+//! chained by dependencies) and its jobs call the same `run_shard`/`run` and the same commit,
+//! so both executors commit the same entries.
 
 use crate::exec::context::StageCtx;
 use crate::stages::{ItemCounts, Stage, StageError, StageReport};

@@ -82,7 +82,9 @@ pub trait Stage: Send + Sync {
     }
 
     /// Does shard `shard`'s work. Idempotent: results go to memo entries keyed by content, so a
-    /// rerun or a second worker finds them committed and does nothing.
+    /// rerun or a second worker finds them committed and does nothing. On a cluster each shard
+    /// runs in its own job: anything it writes to `ctx.out_dir()` is not kept, and `run` must
+    /// read the shards' results from their memo entries.
     ///
     /// # Errors
     /// The stage's failure.

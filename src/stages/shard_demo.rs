@@ -39,6 +39,9 @@ struct Params {
     /// Milliseconds of simulated work per computed item.
     #[serde(default)]
     work_ms: u64,
+    /// Milliseconds of simulated work per shard, whatever its items (benchmarks).
+    #[serde(default)]
+    shard_ms: u64,
     /// Mixed into every value (another salt = other values).
     #[serde(default)]
     salt: String,
@@ -208,6 +211,9 @@ impl Stage for ShardDemo {
                     "shard {shard} fails while `{flag}` exists (`fail_while` of `shard_demo`); remove the file and run again"
                 ),
             });
+        }
+        if p.shard_ms > 0 {
+            std::thread::sleep(Duration::from_millis(p.shard_ms));
         }
         let mut counts = ItemCounts::default();
         let mine: Vec<String> = items(ctx, &p)?

@@ -48,7 +48,7 @@ impl SlurmOptions {
             detach,
             exe,
             backoff: Backoff::default(),
-            poll: (Duration::from_millis(250), Duration::from_secs(3)),
+            poll: (Duration::from_millis(250), Duration::from_secs(2)),
         }
     }
 }
