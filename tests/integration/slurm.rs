@@ -1,7 +1,10 @@
-//! The Slurm executor. The `--dry-run` and validation tests need no cluster; the others need a
-//! reachable Slurm (`tools/slurm/start.sh`, then `SLURM_CONF` exported) and are skipped with a
-//! message without one, unless `BRSPEECH_REQUIRE_SLURM=1` (CI), which makes them fail instead.
-//! They share the one cluster, so they run one at a time.
+//! The Slurm executor. The `--dry-run` and validation tests need no cluster, nor do the
+//! `fake_cluster_*` tests, which put a stand-in for Slurm's commands on `PATH`
+//! (`fake_slurm.py`: each job runs at once when submitted). The others need a reachable Slurm
+//! (`tools/slurm/start.sh`, then `SLURM_CONF` exported) and are skipped with a message without
+//! one, unless `BRSPEECH_REQUIRE_SLURM=1` (CI), which makes them fail instead;
+//! `BRSPEECH_SKIP_SLURM=1` skips them on a machine whose Slurm is a real, shared cluster. They
+//! share the one cluster, so they run one at a time.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -13,15 +16,28 @@ use crate::common::{Out, Test, finish, kill9};
 /// Slurm tests take turns on the cluster.
 static CLUSTER: Mutex<()> = Mutex::new(());
 
+/// Says a test was skipped, on stderr itself (the test harness captures `eprintln!` of passing
+/// tests, which would hide it).
+fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
 /// The cluster lock, or `None` (with a visible message) when no Slurm is reachable.
 fn cluster(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if std::env::var_os("BRSPEECH_SKIP_SLURM").is_some() {
+        skipped(test, "BRSPEECH_SKIP_SLURM is set");
+        return None;
+    }
     let ok = Command::new("sinfo")
         .args(["-h", "-o", "%T"])
         .output()
         .is_ok_and(|o| {
             o.status.success()
                 && String::from_utf8_lossy(&o.stdout).lines().any(|l| {
-                    l.starts_with("idle") || l.starts_with("mixed") || l.starts_with("alloc")
+                    ["idle", "mixed", "alloc", "completing"]
+                        .iter()
+                        .any(|s| l.starts_with(s))
                 })
         });
     if !ok {
@@ -29,8 +45,9 @@ fn cluster(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
             std::env::var_os("BRSPEECH_REQUIRE_SLURM").is_none(),
             "BRSPEECH_REQUIRE_SLURM is set but no Slurm cluster answers `sinfo` (is SLURM_CONF exported?)"
         );
-        eprintln!(
-            "SKIPPED {test}: no Slurm cluster reachable (start one with `tools/slurm/start.sh` and export SLURM_CONF)"
+        skipped(
+            test,
+            "no Slurm cluster reachable (start one with `tools/slurm/start.sh` and export SLURM_CONF)",
         );
         return None;
     }
@@ -39,6 +56,46 @@ fn cluster(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     )
+}
+
+/// Slurm's commands replaced by `fake_slurm.py` (in a folder put first on `PATH`).
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake_slurm.py");
+        std::fs::write(&script, include_str!("fake_slurm.py")).unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for cmd in ["sbatch", "squeue", "scancel", "scontrol"] {
+            std::os::unix::fs::symlink(&script, bin.join(cmd)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Fake { dir }
+    }
+
+    fn run(&self, t: &Test, args: &[&str]) -> Out {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let o = t
+            .command(args)
+            .env("PATH", path)
+            .env("FAKE_SLURM_DIR", self.dir.path())
+            .output()
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
 }
 
 fn squeue_state(id: &str) -> String {
@@ -528,4 +585,86 @@ fn a_cancelled_task_is_reported_and_nothing_partial_is_committed() {
     let out = t.run(&["run", "--executor", "slurm", "--json"]).ok();
     assert_eq!(out.outcomes()["a"], "ran");
     assert_eq!(t.read("outputs/cancel/a/items.txt").lines().count(), 48);
+}
+
+#[test]
+fn fake_cluster_run_matches_a_local_run_and_a_failed_shard_reruns_alone() {
+    let local = workspace("fake", "");
+    local.run(&["run"]).ok();
+
+    let fake = Fake::new();
+    let t = workspace("fake", "");
+    let out = fake.run(&t, &["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        out.outcomes().values().all(|v| v == "ran"),
+        "{:?}\n{}",
+        out.outcomes(),
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("a: submitted key job"),
+        "{}",
+        out.stderr
+    );
+    for f in [
+        "outputs/fake/a/items.txt",
+        "outputs/fake/b/items.txt",
+        "data/report.txt",
+    ] {
+        assert_eq!(
+            std::fs::read(t.path(f)).unwrap(),
+            std::fs::read(local.path(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(lock_entries(&t), lock_entries(&local));
+    assert!(trace(&t).values().all(|&n| n == 1), "{:?}", trace(&t));
+    let again = fake.run(&t, &["run", "--executor", "slurm", "--json"]).ok();
+    assert!(again.outcomes().values().all(|v| v == "cached"));
+    assert!(!again.stderr.contains("submitted"), "{}", again.stderr);
+
+    // One shard fails: reported with its log; Slurm cancels what depends on it.
+    let t = workspace("fakefail", ", fail_shard: 2, fail_while: broken.flag");
+    t.write("broken.flag", "");
+    let out = fake
+        .run(&t, &["run", "--executor", "slurm", "--json"])
+        .code(1);
+    assert!(
+        out.stderr.contains("FAILED   a: shard 2 (task "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("| error: stage `a`: shard 2 fails while"),
+        "{}",
+        out.stderr
+    );
+    let o = out.outcomes();
+    assert_eq!(
+        (o["a"].as_str(), o["b"].as_str(), o["report"].as_str()),
+        ("failed", "skipped", "skipped")
+    );
+    let st = fake.run(&t, &["status"]).ok();
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("a ") && l.contains(" failed ")),
+        "{}",
+        st.stdout
+    );
+    t.remove("broken.flag");
+    t.remove("trace.txt");
+    let out = fake.run(&t, &["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        out.stderr.contains("a: submitted 1 shard task(s)"),
+        "{}",
+        out.stderr
+    );
+    let tr = trace(&t);
+    let a: Vec<&String> = tr.keys().filter(|k| k.starts_with("a ")).collect();
+    assert_eq!(a, ["a run", "a shard 2"], "{tr:?}");
+    assert_eq!(t.read("outputs/fakefail/a/items.txt").lines().count(), 48);
+    let st = fake.run(&t, &["status", "--json"]).ok().states();
+    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
 }

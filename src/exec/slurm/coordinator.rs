@@ -444,6 +444,7 @@ struct Prepared<'s, 'a> {
     coord: Coord<'s, 'a>,
     selected: Vec<usize>,
     planned: Vec<Planned>,
+    forced: HashSet<usize>,
     specs: Vec<JobSpec>,
     live: BTreeMap<String, JournalStage>,
 }
@@ -470,7 +471,7 @@ fn prepare<'s, 'a>(
     let selected = session.plan.select(session.pipeline, &opts.targets)?;
     let forced = session.forced(opts, &selected)?;
     let old = coord.paths.load_journal()?;
-    let live = match &old {
+    let mut live = match &old {
         Some(j) => match slurm.squeue(&j.job_ids()) {
             Ok(states) => live_stages(j, &index(states)),
             Err(e) if !apply => {
@@ -485,6 +486,29 @@ fn prepare<'s, 'a>(
         },
         None => BTreeMap::new(),
     };
+    // A stage whose submission was cut short (no final job) cannot be picked up: its jobs are
+    // cancelled and it is planned again (its finished shards are kept).
+    let cut: Vec<String> = live
+        .values()
+        .filter(|js| !js.jobs.iter().any(|j| j.role == Role::Final))
+        .map(|js| js.name.clone())
+        .collect();
+    for name in cut {
+        if let Some(js) = live.remove(&name)
+            && apply
+        {
+            let ids: Vec<String> = js.jobs.iter().map(|j| j.id.clone()).collect();
+            slurm.scancel(&ids, false)?;
+            note(
+                sink,
+                &name,
+                format!(
+                    "cancelled jobs {} of a submission that was cut short",
+                    ids.join(",")
+                ),
+            );
+        }
+    }
     let planned = coord.plan(
         &selected,
         &forced,
@@ -521,6 +545,7 @@ fn prepare<'s, 'a>(
         coord,
         selected,
         planned,
+        forced,
         specs,
         live,
     })
@@ -672,6 +697,7 @@ pub fn run(
         coord,
         selected,
         mut planned,
+        forced,
         specs,
         live,
     } = prep;
@@ -731,6 +757,29 @@ pub fn run(
             ),
         );
     }
+    // Every stage to submit is in the journal before its first job: a job may start (and its
+    // worker read the journal) before `sbatch` has even answered.
+    for spec in &specs {
+        if journal.stage(&spec.stage).is_some() {
+            continue;
+        }
+        let i = session.plan.index(&spec.stage).unwrap_or(0);
+        let def = &session.pipeline.stages[i];
+        let shards = lookup(def).map_or(1, |st| st.shard_count(def, session.pipeline));
+        journal.stages.push(JournalStage {
+            name: spec.stage.clone(),
+            def: def_digest(def),
+            key: match &planned[i] {
+                Planned::Known(t) => Some(t.key),
+                _ => None,
+            },
+            forced: forced.contains(&i),
+            shards,
+            submitted_shards: 0,
+            jobs: Vec::new(),
+        });
+    }
+    coord.paths.save_journal(&journal)?;
     let mut ids: Vec<String> = Vec::with_capacity(specs.len());
     let t_submit = Instant::now();
     for spec in &specs {
@@ -755,26 +804,6 @@ pub fn run(
             }
         };
         ids.push(id.clone());
-        let i = session.plan.index(&spec.stage).unwrap_or(0);
-        if journal.stage(&spec.stage).is_none() {
-            let def = &session.pipeline.stages[i];
-            let shards = lookup(def).map_or(1, |st| st.shard_count(def, session.pipeline));
-            journal.stages.push(JournalStage {
-                name: spec.stage.clone(),
-                def: def_digest(def),
-                key: match &planned[i] {
-                    Planned::Known(t) => Some(t.key),
-                    _ => None,
-                },
-                forced: match &planned[i] {
-                    Planned::Known(t) => t.forced,
-                    _ => opts.force_all || opts.force.contains(&spec.stage),
-                },
-                shards,
-                submitted_shards: 0,
-                jobs: Vec::new(),
-            });
-        }
         if let Some(js) = journal.stages.iter_mut().find(|s| s.name == spec.stage) {
             if spec.role == Role::Shards {
                 js.submitted_shards += spec.count;

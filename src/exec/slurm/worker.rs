@@ -174,9 +174,7 @@ impl Job<'_, '_> {
     }
 
     /// Upstream outputs and keys from the upstream stages' tickets and committed entries.
-    fn upstream(
-        &self,
-    ) -> Result<(Outputs, Keys), ExecError> {
+    fn upstream(&self) -> Result<(Outputs, Keys), ExecError> {
         let mut outputs = BTreeMap::new();
         let mut keys = BTreeMap::new();
         for (_, up) in self.session.upstream_names(self.i) {
