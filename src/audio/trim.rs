@@ -1,0 +1,173 @@
+//! Silence removal with the semantics of the reference's `sox silence 1 0.2 1% -1 0.2 1%`:
+//! the same level detector (moving RMS over 20 ms) and the same state machine, run on `f32`
+//! samples as a stream.
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the silence trimmer (and of the all-silent check, which uses `threshold`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrimParams {
+    /// Level, as a fraction of full scale, at and above which audio counts as sound (0.01 = 1 %).
+    pub threshold: f32,
+    /// Seconds of continuous sound needed before audio is kept (again), 0.2 in the reference.
+    pub above_s: f64,
+    /// A stretch of at least this many seconds below the threshold is removed, 0.2 in the
+    /// reference.
+    pub below_s: f64,
+    /// Length of the moving RMS window in seconds (sox uses 1/50 s).
+    pub window_s: f64,
+}
+
+impl Default for TrimParams {
+    fn default() -> Self {
+        Self {
+            threshold: 0.01,
+            above_s: 0.2,
+            below_s: 0.2,
+            window_s: 0.02,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Dropping audio until `above` samples in a row reach the threshold.
+    Trim,
+    /// Copying audio; a quiet stretch is held back until it proves short or long enough.
+    Copy,
+}
+
+/// Streaming silence trimmer for a mono signal at a fixed rate.
+///
+/// * While trimming (at the start, and again after every removed silence) samples whose level
+///   reaches the threshold are held back; once `above_s` of them follow each other they are
+///   emitted and copying starts. A sample below the threshold throws the held-back run away.
+/// * While copying, samples below the threshold are held back; if the quiet run reaches
+///   `below_s` it is discarded and trimming starts again (with a cleared level window);
+///   a sample at or above the threshold first releases the held-back run.
+/// * At the end, a held-back quiet run shorter than `below_s` is kept, a held-back loud run
+///   shorter than `above_s` is dropped.
+///
+/// The level of a sample is the RMS of the last `window_s` seconds of input including it.
+#[derive(Debug, Clone)]
+pub struct SilenceTrimmer {
+    threshold_sq: f64,
+    start_len: usize,
+    stop_len: usize,
+    window: Vec<f64>,
+    pos: usize,
+    sum: f64,
+    mode: Mode,
+    holdoff: Vec<f32>,
+}
+
+fn seconds_to_samples(seconds: f64, rate: u32) -> usize {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = (seconds * f64::from(rate)).round() as usize;
+    n
+}
+
+impl SilenceTrimmer {
+    /// A trimmer for a signal at `rate` Hz.
+    pub fn new(params: &TrimParams, rate: u32) -> Self {
+        let window_len = seconds_to_samples(params.window_s, rate).max(1);
+        let threshold = f64::from(params.threshold);
+        Self {
+            threshold_sq: threshold * threshold,
+            start_len: seconds_to_samples(params.above_s, rate).max(1),
+            stop_len: seconds_to_samples(params.below_s, rate).max(1),
+            window: vec![0.0; window_len],
+            pos: 0,
+            sum: 0.0,
+            mode: Mode::Trim,
+            holdoff: Vec::new(),
+        }
+    }
+
+    /// Clears all state (the next sample starts a new signal).
+    pub fn reset(&mut self) {
+        self.clear_window();
+        self.mode = Mode::Trim;
+        self.holdoff.clear();
+    }
+
+    fn clear_window(&mut self) {
+        self.window.iter_mut().for_each(|w| *w = 0.0);
+        self.pos = 0;
+        self.sum = 0.0;
+    }
+
+    /// Whether the level including `x` reaches the threshold (compared as mean squares).
+    #[allow(clippy::cast_precision_loss)]
+    fn loud(&self, sq: f64) -> bool {
+        let mean_sq = (self.sum - self.window[self.pos] + sq).max(0.0) / self.window.len() as f64;
+        mean_sq >= self.threshold_sq
+    }
+
+    fn update(&mut self, sq: f64) {
+        self.sum += sq - self.window[self.pos];
+        self.window[self.pos] = sq;
+        self.pos += 1;
+        if self.pos == self.window.len() {
+            self.pos = 0;
+        }
+    }
+
+    /// Feeds samples; appends every sample known to be kept to `out`.
+    pub fn push(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        for &x in input {
+            let sq = f64::from(x) * f64::from(x);
+            let loud = self.loud(sq);
+            self.update(sq);
+            match self.mode {
+                Mode::Trim => {
+                    if loud {
+                        self.holdoff.push(x);
+                        if self.holdoff.len() >= self.start_len {
+                            out.append(&mut self.holdoff);
+                            self.mode = Mode::Copy;
+                        }
+                    } else {
+                        self.holdoff.clear();
+                    }
+                }
+                Mode::Copy => {
+                    if loud {
+                        out.append(&mut self.holdoff);
+                        out.push(x);
+                    } else {
+                        self.holdoff.push(x);
+                        if self.holdoff.len() >= self.stop_len {
+                            self.holdoff.clear();
+                            self.clear_window();
+                            self.mode = Mode::Trim;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the signal: keeps a pending short quiet run, drops a pending short loud run.
+    pub fn finish(&mut self, out: &mut Vec<f32>) {
+        if self.mode == Mode::Copy {
+            out.append(&mut self.holdoff);
+        }
+        self.reset();
+    }
+}
+
+/// Trims a whole signal. Returns the untrimmed signal when nothing would be left, as the
+/// reference does.
+pub fn trim_silence(signal: &[f32], rate: u32, params: &TrimParams) -> Vec<f32> {
+    let mut trimmer = SilenceTrimmer::new(params, rate);
+    let mut out = Vec::with_capacity(signal.len());
+    trimmer.push(signal, &mut out);
+    trimmer.finish(&mut out);
+    if out.is_empty() {
+        signal.to_vec()
+    } else {
+        out
+    }
+}
