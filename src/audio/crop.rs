@@ -76,3 +76,77 @@ pub fn crop(signal: &[f32], mode: CropMode, n: usize, hop: usize) -> Vec<Clip> {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramp_of_1000_padded_to_64600_ends_with_599() {
+        #[allow(clippy::cast_precision_loss)]
+        let ramp: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        let out = repeat_pad(&ramp, 64_600);
+        assert_eq!(out.len(), 64_600);
+        assert_eq!(out[64_599], 599.0);
+        assert_eq!(out[1000], 0.0);
+        assert_eq!(out[999], 999.0);
+        for (i, v) in out.iter().enumerate() {
+            #[allow(clippy::cast_precision_loss)]
+            let expected = (i % 1000) as f32;
+            assert_eq!(*v, expected, "sample {i}");
+        }
+    }
+
+    #[test]
+    fn longer_signal_keeps_its_first_samples() {
+        #[allow(clippy::cast_precision_loss)]
+        let long: Vec<f32> = (0..70_000).map(|i| i as f32).collect();
+        let clips = crop(&long, CropMode::First, 64_600, 64_600);
+        assert_eq!(clips.len(), 1);
+        assert_eq!(clips[0].offset, 0);
+        assert_eq!(clips[0].samples, long[..64_600].to_vec());
+    }
+
+    #[test]
+    fn empty_signal_pads_with_zeros() {
+        assert_eq!(repeat_pad(&[], 4), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn all_windows_cover_every_sample() {
+        for len in [1usize, 5, 99, 100, 101, 150, 199, 200, 201, 1234] {
+            for (n, hop) in [(100usize, 100usize), (100, 50), (100, 1), (100, 37), (7, 7)] {
+                #[allow(clippy::cast_precision_loss)]
+                let signal: Vec<f32> = (0..len).map(|i| i as f32).collect();
+                let clips = crop(&signal, CropMode::All, n, hop);
+                let mut covered = vec![false; len];
+                for (k, c) in clips.iter().enumerate() {
+                    assert_eq!(c.samples.len(), n);
+                    assert_eq!(c.offset as usize, k * hop);
+                    let start = c.offset as usize;
+                    let end = (start + n).min(len);
+                    assert_eq!(&c.samples[..end - start], &signal[start..end]);
+                    covered[start..end].iter_mut().for_each(|x| *x = true);
+                }
+                assert!(covered.iter().all(|c| *c), "len {len} n {n} hop {hop}");
+                // No window starts past the end, and only the last one may reach past it.
+                assert!(clips.iter().all(|c| (c.offset as usize) < len));
+                for c in &clips[..clips.len() - 1] {
+                    assert!(c.offset as usize + n < len || len <= n);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn last_window_is_repeat_padded_from_its_own_samples() {
+        #[allow(clippy::cast_precision_loss)]
+        let signal: Vec<f32> = (0..250).map(|i| i as f32).collect();
+        let clips = crop(&signal, CropMode::All, 100, 100);
+        assert_eq!(clips.len(), 3);
+        let last = &clips[2];
+        assert_eq!(last.offset, 200);
+        assert_eq!(last.samples[..50], signal[200..250]);
+        assert_eq!(last.samples[50..], signal[200..250]);
+    }
+}

@@ -191,3 +191,143 @@ pub fn resample(input: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, Res
     r.finish(&mut out);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rubato::audioadapter::Adapter;
+
+    fn sine(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+                let v = amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin();
+                #[allow(clippy::cast_possible_truncation)]
+                let v = v as f32;
+                v
+            })
+            .collect()
+    }
+
+    /// Amplitude of the best fit at `freq` and the RMS of the residual, away from the edges.
+    fn fit(signal: &[f32], rate: u32, freq: f64) -> (f64, f64) {
+        let skip = 400;
+        let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
+        let part = &signal[skip..signal.len() - skip];
+        let (mut ss, mut cc, mut sc, mut ys, mut yc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (k, &y) in part.iter().enumerate() {
+            #[allow(clippy::cast_precision_loss)]
+            let (s, c) = ((k + skip) as f64 * w).sin_cos();
+            let y = f64::from(y);
+            ss += s * s;
+            cc += c * c;
+            sc += s * c;
+            ys += y * s;
+            yc += y * c;
+        }
+        let det = ss * cc - sc * sc;
+        let a = (ys * cc - yc * sc) / det;
+        let b = (yc * ss - ys * sc) / det;
+        let mut res = 0.0;
+        for (k, &y) in part.iter().enumerate() {
+            #[allow(clippy::cast_precision_loss)]
+            let t = (k + skip) as f64 * w;
+            let e = f64::from(y) - (a * t.sin() + b * t.cos());
+            res += e * e;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let res = (res / part.len() as f64).sqrt();
+        ((a * a + b * b).sqrt(), res)
+    }
+
+    #[test]
+    fn a_sine_keeps_its_frequency_and_amplitude() {
+        for rate in [8_000u32, 22_050, 24_000, 44_100, 48_000] {
+            for freq in [440.0, 3_000.0, 7_000.0] {
+                if freq >= f64::from(rate) / 2.0 * 0.9 {
+                    continue;
+                }
+                let input = sine(rate, freq, 0.5, rate as usize);
+                let out = resample(&input, rate, 16_000).unwrap();
+                assert_eq!(out.len(), 16_000, "{rate} Hz");
+                let (amp, res) = fit(&out, 16_000, freq);
+                assert!((amp - 0.5).abs() < 0.005, "{rate} Hz, {freq} Hz: amplitude {amp}");
+                assert!(res < 2e-3, "{rate} Hz, {freq} Hz: residual {res}");
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_above_8_khz_aliases_into_the_output() {
+        // 10 kHz and 12 kHz would fold to 6 kHz and 4 kHz without the anti-aliasing filter.
+        for (rate, freq) in [(44_100u32, 10_000.0), (44_100, 12_000.0), (48_000, 9_000.0)] {
+            let input = sine(rate, freq, 0.5, rate as usize);
+            let out = resample(&input, rate, 16_000).unwrap();
+            let body = &out[400..out.len() - 400];
+            #[allow(clippy::cast_precision_loss)]
+            let rms = (body.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / body.len() as f64)
+                .sqrt();
+            // 0.5 amplitude has an RMS of 0.354; demand at least 60 dB of rejection.
+            assert!(rms < 0.354e-3, "{rate} Hz, {freq} Hz tone leaks with RMS {rms}");
+        }
+    }
+
+    #[test]
+    fn a_tone_below_nyquist_survives_next_to_a_rejected_one() {
+        let rate = 44_100;
+        let low = sine(rate, 1_000.0, 0.3, rate as usize);
+        let high = sine(rate, 11_000.0, 0.3, rate as usize);
+        let mix: Vec<f32> = low.iter().zip(&high).map(|(a, b)| a + b).collect();
+        let out = resample(&mix, rate, 16_000).unwrap();
+        let (amp, res) = fit(&out, 16_000, 1_000.0);
+        assert!((amp - 0.3).abs() < 0.003, "amplitude {amp}");
+        assert!(res < 1e-3, "residual {res}");
+    }
+
+    #[test]
+    fn streaming_matches_rubato_process_all() {
+        let rate = 44_100;
+        let input = sine(rate, 440.0, 0.5, 50_000);
+        let mut reference = Fft::<f32>::new_custom(
+            rate as usize,
+            16_000,
+            CHUNK_HINT,
+            1,
+            1,
+            WindowFunction::BlackmanHarris2,
+            FixedSync::Both,
+        )
+        .unwrap();
+        let adapter = SequentialSlice::new(&input, 1, input.len()).unwrap();
+        let whole = reference.process_all(&adapter, input.len(), None).unwrap();
+        let expected: Vec<f32> = (0..whole.frames())
+            .map(|i| whole.read_sample(0, i).unwrap())
+            .collect();
+        for block in [1usize, 100, 1323, 4096, 50_000] {
+            let mut r = StreamResampler::new(rate, 16_000).unwrap();
+            let mut out = Vec::new();
+            for part in input.chunks(block) {
+                r.push(part, &mut out);
+            }
+            r.finish(&mut out);
+            assert_eq!(out.len(), expected.len(), "block {block}");
+            assert_eq!(out, expected, "block {block}");
+            // A reset resampler gives the same output again.
+            r.reset();
+            let mut again = Vec::new();
+            r.push(&input, &mut again);
+            r.finish(&mut again);
+            assert_eq!(again, expected);
+        }
+    }
+
+    #[test]
+    fn output_length_is_the_ceiling_of_the_ratio() {
+        for (rate, n) in [(44_100u32, 1usize), (44_100, 441), (22_050, 1_000), (8_000, 3), (48_000, 12_345)] {
+            let input = sine(rate, 440.0, 0.5, n);
+            let out = resample(&input, rate, 16_000).unwrap();
+            let expected = (n as u64 * 16_000).div_ceil(u64::from(rate));
+            assert_eq!(out.len() as u64, expected, "{rate} Hz, {n} samples");
+        }
+    }
+}

@@ -171,3 +171,131 @@ pub fn trim_silence(signal: &[f32], rate: u32, params: &TrimParams) -> Vec<f32> 
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u32 = 16_000;
+
+    fn tone(seconds: f64, amp: f32) -> Vec<f32> {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (seconds * f64::from(RATE)).round() as usize;
+        (0..n)
+            .map(|i| {
+                #[allow(clippy::cast_precision_loss)]
+                let t = i as f32 / RATE as f32;
+                amp * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+            })
+            .collect()
+    }
+
+    fn silence(seconds: f64) -> Vec<f32> {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (seconds * f64::from(RATE)).round() as usize;
+        vec![0.0; n]
+    }
+
+    fn cat(parts: &[Vec<f32>]) -> Vec<f32> {
+        parts.concat()
+    }
+
+    /// Samples the RMS window lets through after a loud-to-silent edge (the level falls below
+    /// 1 % within one window).
+    const EDGE: usize = 320;
+
+    #[test]
+    fn leading_silence_is_dropped_and_sound_kept() {
+        let t = tone(0.5, 0.3);
+        let signal = cat(&[silence(0.4), t.clone()]);
+        let out = trim_silence(&signal, RATE, &TrimParams::default());
+        // Sound starts at the first loud sample (the RMS window needs a few samples to rise).
+        assert!(out.len() <= t.len() && out.len() + 40 >= t.len(), "{}", out.len());
+        assert_eq!(out[..], t[t.len() - out.len()..]);
+    }
+
+    #[test]
+    fn short_leading_burst_is_dropped() {
+        let t = tone(0.5, 0.3);
+        let signal = cat(&[tone(0.1, 0.5), silence(0.3), t.clone()]);
+        let out = trim_silence(&signal, RATE, &TrimParams::default());
+        assert!(out.len() <= t.len() && out.len() + 40 >= t.len(), "{}", out.len());
+    }
+
+    #[test]
+    fn short_pause_is_kept_long_silence_removed() {
+        let a = tone(0.5, 0.3);
+        let b = tone(0.5, 0.3);
+        let short = cat(&[a.clone(), silence(0.1), b.clone()]);
+        let out = trim_silence(&short, RATE, &TrimParams::default());
+        // Everything after the first loud samples is kept, the 0.1 s pause included.
+        assert!(out.len() + 40 >= short.len(), "{} vs {}", out.len(), short.len());
+
+        let long = cat(&[a.clone(), silence(0.5), b.clone()]);
+        let out = trim_silence(&long, RATE, &TrimParams::default());
+        let expected = a.len() + b.len();
+        // The silence goes (except the window's tail after the edge); both tones stay.
+        assert!(
+            out.len() >= expected - 80 && out.len() <= expected + EDGE,
+            "{} vs {expected}",
+            out.len()
+        );
+    }
+
+    #[test]
+    fn after_a_removed_silence_a_short_burst_is_dropped_too() {
+        let a = tone(0.5, 0.3);
+        let signal = cat(&[a.clone(), silence(0.5), tone(0.1, 0.3), silence(0.5), a.clone()]);
+        let out = trim_silence(&signal, RATE, &TrimParams::default());
+        let expected = 2 * a.len();
+        assert!(
+            out.len() >= expected - 80 && out.len() <= expected + EDGE,
+            "{} vs {expected}",
+            out.len()
+        );
+    }
+
+    #[test]
+    fn trailing_short_pause_is_kept_long_one_removed() {
+        let a = tone(0.5, 0.3);
+        let out = trim_silence(&cat(&[a.clone(), silence(0.1)]), RATE, &TrimParams::default());
+        assert!(out.len() + 40 >= a.len() + 1600, "{}", out.len());
+        let out = trim_silence(&cat(&[a.clone(), silence(0.3)]), RATE, &TrimParams::default());
+        assert!(out.len() <= a.len() + EDGE, "{}", out.len());
+    }
+
+    #[test]
+    fn nothing_left_keeps_the_untrimmed_signal() {
+        let quiet = tone(1.0, 0.005);
+        assert_eq!(trim_silence(&quiet, RATE, &TrimParams::default()), quiet);
+        let bursts = cat(&[tone(0.1, 0.5), silence(0.3), tone(0.1, 0.5), silence(0.3)]);
+        assert_eq!(trim_silence(&bursts, RATE, &TrimParams::default()), bursts);
+    }
+
+    #[test]
+    fn streaming_in_any_block_size_matches_one_shot() {
+        let signal = cat(&[
+            silence(0.3),
+            tone(0.05, 0.5),
+            silence(0.25),
+            tone(0.6, 0.3),
+            silence(0.1),
+            tone(0.4, 0.3),
+            silence(0.4),
+            tone(0.15, 0.3),
+            silence(0.3),
+            tone(0.45, 0.3),
+            silence(0.1),
+        ]);
+        let whole = trim_silence(&signal, RATE, &TrimParams::default());
+        for block in [1usize, 7, 160, 1000, 4096] {
+            let mut t = SilenceTrimmer::new(&TrimParams::default(), RATE);
+            let mut out = Vec::new();
+            for part in signal.chunks(block) {
+                t.push(part, &mut out);
+            }
+            t.finish(&mut out);
+            assert_eq!(out, whole, "block {block}");
+        }
+    }
+}

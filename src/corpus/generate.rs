@@ -134,3 +134,66 @@ pub fn run_generate(cmd_template: &str, text: &str, out: &Path) -> Result<(), Co
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_skip_blanks_comments_and_repeats() {
+        let texts = parse_texts("# header\n olá mundo \n\nbom dia\nolá mundo\r\n  # note\nfim");
+        assert_eq!(texts, vec!["olá mundo", "bom dia", "fim"]);
+    }
+
+    #[test]
+    fn keys_depend_on_text_and_command_only() {
+        let k = generate_key("espeak-ng -w {out} {text}", "olá");
+        assert_eq!(k.len(), 64);
+        assert_eq!(k, generate_key("espeak-ng -w {out} {text}", "olá"));
+        assert_ne!(k, generate_key("espeak-ng -w {out} {text}", "ola"));
+        assert_ne!(k, generate_key("espeak-ng -v pt-br -w {out} {text}", "olá"));
+        // Length-prefixed: moving text between the two parts changes the key.
+        assert_ne!(generate_key("ab", "c"), generate_key("a", "bc"));
+        assert_eq!(generated_name(&k, "wav"), format!("{}.wav", &k[..32]));
+    }
+
+    #[test]
+    fn rendering_quotes_hostile_text() {
+        let out = Path::new("/tmp/out dir/x.wav");
+        let cmd = render_command("tts --out {out} --text {text} {other}", "it's $(rm -rf /) `x`", out)
+            .unwrap();
+        assert_eq!(
+            shlex::split(&cmd).unwrap(),
+            vec![
+                "tts",
+                "--out",
+                "/tmp/out dir/x.wav",
+                "--text",
+                "it's $(rm -rf /) `x`",
+                "{other}"
+            ]
+        );
+        assert!(matches!(
+            render_command("t {text} {out}", "a\0b", out),
+            Err(CorpusError::Quote { .. })
+        ));
+    }
+
+    #[test]
+    fn running_writes_the_output_and_reports_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o u t.txt");
+        let text = "olá; echo injected > /dev/stderr; 'quoted' \"double\" $HOME";
+        run_generate("printf '%s' {text} > {out}", text, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+
+        let err = run_generate("echo boom >&2; exit 3; : {text} {out}", "x", &out).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, CorpusError::Generate { .. }));
+        assert!(msg.contains("exited with status 3") && msg.contains("boom"), "{msg}");
+
+        let missing = dir.path().join("never.wav");
+        let err = run_generate("true {text} {out}", "x", &missing).unwrap_err();
+        assert!(matches!(err, CorpusError::GenerateNoOutput { .. }), "{err}");
+    }
+}

@@ -278,3 +278,97 @@ pub fn read_stats(path: &Path) -> Result<Stats, CorpusError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(source: &str, path: &str, label: &str, split: Split, speaker: &str, d: f64) -> MetadataRow {
+        MetadataRow {
+            path: path.into(),
+            label: label.into(),
+            source: source.into(),
+            split,
+            speaker: speaker.into(),
+            duration_s: d,
+            sample_rate: 24_000,
+            channels: 1,
+            digest: format!("{:064x}", path.len()),
+        }
+    }
+
+    fn sample() -> (Vec<MetadataRow>, Vec<RejectedRow>) {
+        let rows = vec![
+            row("real", "b.flac", "bonafide", Split::Train, "alice", 3600.0),
+            row("real", "a.flac", "bonafide", Split::Train, "bob", 1800.0),
+            row("tts", "x, \"y\".wav", "spoof", Split::Train, "alice", 900.0),
+            row("real", "c.flac", "bonafide", Split::Test, "carol", 360.0),
+            row("tts", "z.wav", "spoof", Split::Test, "alice", 36.0),
+        ];
+        let rejected = vec![
+            RejectedRow {
+                path: "bad.flac".into(),
+                source: "real".into(),
+                reason: "truncated".into(),
+            },
+            RejectedRow {
+                path: "empty.wav".into(),
+                source: "tts".into(),
+                reason: "zero_byte".into(),
+            },
+        ];
+        (rows, rejected)
+    }
+
+    #[test]
+    fn split_csvs_round_trip_sorted_with_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, rejected) = sample();
+        write_split_csvs(dir.path(), &rows).unwrap();
+        let train = std::fs::read_to_string(dir.path().join("train.csv")).unwrap();
+        assert!(train.starts_with(
+            "path,label,source,split,speaker,duration_s,sample_rate,channels,digest\na.flac,bonafide,real,train,bob,1800.0,24000,1,"
+        ));
+        let val = std::fs::read_to_string(dir.path().join("val.csv")).unwrap();
+        assert_eq!(val, format!("{}\n", METADATA_HEADER.join(",")));
+        let back = read_split_csvs(dir.path()).unwrap();
+        assert_eq!(back.len(), rows.len());
+        let mut expected = rows.clone();
+        expected.sort_by(|a, b| (a.split, &a.source, &a.path).cmp(&(b.split, &b.source, &b.path)));
+        assert_eq!(back, expected);
+
+        write_rejected(&dir.path().join("rejected.csv"), &rejected).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("rejected.csv")).unwrap();
+        assert!(text.starts_with("path,source,reason\nbad.flac,real,truncated\n"));
+        assert_eq!(read_rejected(&dir.path().join("rejected.csv")).unwrap(), rejected);
+    }
+
+    #[test]
+    fn stats_count_hours_and_speakers_per_split_source_label() {
+        let (rows, rejected) = sample();
+        let stats = compute_stats(&rows, &rejected);
+        let train = &stats.splits["train"];
+        assert_eq!(train.total.files, 3);
+        assert!((train.total.hours - 1.75).abs() < 1e-12);
+        assert_eq!(train.speakers, 2);
+        assert!((train.sources["real"]["bonafide"].hours - 1.5).abs() < 1e-12);
+        assert_eq!(train.sources["tts"]["spoof"].files, 1);
+        assert_eq!(train.labels["spoof"].files, 1);
+        assert_eq!(stats.splits["val"].total.files, 0);
+        assert_eq!(stats.splits["test"].speakers, 2);
+        assert_eq!(stats.speakers_in_several_splits, vec!["alice".to_string()]);
+        assert_eq!(stats.rejected.total, 2);
+        assert_eq!(stats.rejected.reasons["truncated"], 1);
+        assert_eq!(stats.rejected.sources["tts"]["zero_byte"], 1);
+
+        // Same bytes whatever the input order.
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        write_stats(&a, &stats).unwrap();
+        write_stats(&b, &compute_stats(&reversed, &rejected)).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert_eq!(read_stats(&a).unwrap(), stats);
+    }
+}

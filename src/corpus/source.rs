@@ -628,6 +628,10 @@ pub fn validate_sources(
                 None
             }
         };
+        let generate = def
+            .generate
+            .as_ref()
+            .and_then(|g| check_generate(g, base_dir, &mut c));
         let origin = match (&def.root, &def.generate) {
             (Some(_), Some(_)) => {
                 c.issue("", "give either `root` (a folder of audio files) or `generate`, not both");
@@ -647,7 +651,7 @@ pub fn validate_sources(
                 }
                 Some(Origin::Root(abs))
             }
-            (None, Some(g)) => check_generate(g, base_dir, &mut c).map(Origin::Generate),
+            (None, Some(_)) => generate.map(Origin::Generate),
         };
         let include: Vec<String> = def
             .include
@@ -700,4 +704,190 @@ pub fn ratio_problem(ratios: &[f64; 3]) -> Option<String> {
     };
     check_ratios(ratios, "", &mut c);
     c.issues.pop().map(|i| i.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Vec<SourceDef> {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn yaml_forms_of_split_and_speaker_parse() {
+        let defs = parse(
+            r#"
+- name: real
+  label: bonafide
+  root: real
+  split: { csv: { delimiter: "|" } }
+  speaker: { column: client_id }
+- name: f5tts
+  label: spoof
+  root: f5
+  split: folders
+- name: tts2
+  label: spoof
+  root: x
+  split: { hash: { ratios: [8, 1, 1] } }
+  speaker: { regex: '^(?P<speaker>[^/]+)/' }
+- name: tts3
+  label: spoof
+  root: x
+  split: hash
+  include: ["*.wav"]
+  exclude: ["bad/**"]
+"#,
+        );
+        assert_eq!(defs.len(), 4);
+        let Some(SplitDef::Csv(csv)) = &defs[0].split else {
+            panic!("csv split expected")
+        };
+        assert_eq!(csv.files.get(&Split::Val), Some(&PathBuf::from("dev.csv")));
+        assert_eq!(csv.path_column, "wav_filename");
+        assert_eq!(defs[1].split, Some(SplitDef::Folders));
+        assert_eq!(
+            defs[2].split,
+            Some(SplitDef::Hash(HashSplitDef {
+                ratios: Some([8.0, 1.0, 1.0])
+            }))
+        );
+        assert_eq!(defs[3].split, Some(SplitDef::Hash(HashSplitDef::default())));
+        // Serialising and parsing again gives the same definitions.
+        let text = serde_yaml::to_string(&defs).unwrap();
+        assert_eq!(parse(&text), defs);
+        let json = serde_json::to_string(&defs).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<SourceDef>>(&json).unwrap(), defs);
+    }
+
+    #[test]
+    fn unknown_keys_and_split_kinds_are_refused() {
+        let err = serde_yaml::from_str::<Vec<SourceDef>>("- {name: a, label: spoof, rot: x}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `rot`"), "{err}");
+        let err = serde_yaml::from_str::<Vec<SourceDef>>("- {name: a, label: spoof, split: random}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `random`"), "{err}");
+        let err = serde_yaml::from_str::<Vec<SourceDef>>(
+            "- {name: a, label: spoof, split: {csv: {delimiter: ','}, hash: {}}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("second key `hash`"), "{err}");
+        let err = serde_yaml::from_str::<Vec<SourceDef>>(
+            "- {name: a, label: spoof, split: {csv: {delim: ','}}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `delim`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("texts.txt"), "olá\n").unwrap();
+        let defs = parse(
+            r#"
+- name: real
+  label: bonafide
+  root: real
+- name: real
+  label: fake
+  root: missing
+  include: ["*.{flac"]
+  speaker: { regex: '(unclosed' }
+- name: gen
+  label: spoof
+  generate: { texts: texts.txt }
+- name: gen2
+  label: spoof
+  root: real
+  generate: { cmd: "say {text}", texts: nope.txt }
+- name: csvsrc
+  label: bonafide
+  root: real
+  split: { csv: { delimiter: "||" } }
+  speaker: { column: client_id }
+- name: colnocsv
+  label: bonafide
+  root: real
+  speaker: { column: client_id }
+- name: "bad name"
+  label: spoof
+  root: real
+  split: { hash: { ratios: [1, -1, 0] } }
+"#,
+        );
+        let issues = validate_sources(&defs, dir.path()).unwrap_err();
+        let keys: Vec<String> = issues.iter().map(|i| i.key("sources")).collect();
+        let has = |key: &str, text: &str| {
+            assert!(
+                issues
+                    .iter()
+                    .any(|i| i.key("sources") == key && i.message.contains(text)),
+                "no `{key}` issue containing `{text}` in {issues:#?}"
+            );
+        };
+        has("sources[1].name", "already the name of sources[0]");
+        has("sources[1].label", "`fake` must be `bonafide` or `spoof`");
+        has("sources[1].root", "does not exist");
+        has("sources[1].include[0]", "not a valid glob");
+        has("sources[1].speaker.regex", "not a valid regex");
+        has("sources[2].generate.cmd", "missing");
+        has("sources[3]", "not both");
+        has("sources[3].generate.cmd", "no `{out}` placeholder");
+        has("sources[3].generate.texts", "does not exist");
+        has("sources[4].split.csv.delimiter", "single ASCII character");
+        has("sources[4].split.csv.files.train", "does not exist");
+        has("sources[5].speaker.column", "no `split: csv`");
+        has("sources[6].name", "letters, digits");
+        has("sources[6].split.hash.ratios", "non-negative");
+        assert!(!keys.iter().any(|k| k.starts_with("sources[0]")), "{keys:?}");
+        assert_eq!(
+            issues[0].to_string(),
+            format!("{}: {}", issues[0].key("sources"), issues[0].message)
+        );
+    }
+
+    #[test]
+    fn valid_sources_resolve_and_match_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("texts.txt"), "olá\n").unwrap();
+        let defs = parse(
+            r#"
+- name: real
+  label: bonafide
+  root: real
+  exclude: ["*_bad.wav", "skip/**"]
+  speaker: { regex: '^spk(\d+)/' }
+- name: gen
+  label: spoof
+  generate: { cmd: "espeak-ng -w {out} {text}", texts: texts.txt }
+"#,
+        );
+        let sources = validate_sources(&defs, dir.path()).unwrap();
+        assert_eq!(sources[0].root(), Some(dir.path().join("real").as_path()));
+        assert_eq!(sources[0].label, Label::Bonafide);
+        let m = &sources[0].matcher;
+        assert_eq!(m.classify("spk1/a.FLAC"), Match::Include);
+        assert_eq!(m.classify("a.wav"), Match::Include);
+        assert_eq!(m.classify("x/a_bad.wav"), Match::Excluded);
+        assert_eq!(m.classify("skip/deep/a.wav"), Match::Excluded);
+        assert_eq!(m.classify("notes.txt"), Match::NotIncluded);
+        assert_eq!(m.classify("train.csv"), Match::NotIncluded);
+        let sp = sources[0].speaker.as_ref().unwrap();
+        assert_eq!(sp.speaker_from_path("spk12/x.wav").as_deref(), Some("12"));
+        assert_eq!(sp.speaker_from_path("other/x.wav"), None);
+        let Origin::Generate(g) = &sources[1].origin else {
+            panic!("generated source expected")
+        };
+        assert_eq!(g.ext, "wav");
+        assert_eq!(g.texts, dir.path().join("texts.txt"));
+        assert_eq!(sources[1].split, SplitRule::Hash { ratios: None });
+    }
 }

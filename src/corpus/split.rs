@@ -449,3 +449,240 @@ pub fn split_corpus(
         listed_twice,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::source::{SourceDef, validate_sources};
+
+    fn rec(source: &str, path: &str, speaker: Option<&str>, rule: RuleSplit) -> SplitRecord {
+        SplitRecord {
+            source: source.into(),
+            path: path.into(),
+            speaker: speaker.map(str::to_string),
+            rule,
+        }
+    }
+
+    fn hashed_corpus() -> Vec<SplitRecord> {
+        let mut out = Vec::new();
+        for spk in 0..60 {
+            for utt in 0..5 {
+                let sp = format!("spk{spk}");
+                out.push(rec("real", &format!("{sp}/{utt}.flac"), Some(&sp), RuleSplit::Hash(None)));
+                out.push(rec("tts", &format!("{sp}/{utt}.wav"), Some(&sp), RuleSplit::Hash(None)));
+            }
+        }
+        for i in 0..300 {
+            out.push(rec("nospk", &format!("{i}.wav"), None, RuleSplit::Hash(None)));
+        }
+        out
+    }
+
+    #[test]
+    fn no_speaker_is_in_two_splits_across_sources() {
+        let records = hashed_corpus();
+        let a = assign_splits(&records, &SplitConfig::default());
+        let mut by_speaker: BTreeMap<&str, BTreeSet<Split>> = BTreeMap::new();
+        for (r, s) in records.iter().zip(&a.splits) {
+            if let Some(sp) = &r.speaker {
+                by_speaker.entry(sp).or_default().insert(*s.as_ref().unwrap());
+            }
+        }
+        assert_eq!(by_speaker.len(), 60);
+        assert!(by_speaker.values().all(|s| s.len() == 1));
+        // Every split gets speakers at 0.8 / 0.1 / 0.1.
+        let mut count = BTreeMap::new();
+        for s in by_speaker.values() {
+            *count.entry(*s.iter().next().unwrap()).or_insert(0) += 1;
+        }
+        assert!(count[&Split::Train] > 35, "{count:?}");
+        assert!(count.get(&Split::Val).copied().unwrap_or(0) > 0, "{count:?}");
+        assert!(count.get(&Split::Test).copied().unwrap_or(0) > 0, "{count:?}");
+        assert!(a.conflicts.is_empty());
+    }
+
+    #[test]
+    fn assignment_is_independent_of_order_and_follows_the_seed() {
+        let records = hashed_corpus();
+        let config = SplitConfig::default();
+        let a = assign_splits(&records, &config);
+        let mut shuffled: Vec<(usize, SplitRecord)> = records.iter().cloned().enumerate().collect();
+        // A fixed permutation: reverse, then interleave halves.
+        shuffled.reverse();
+        let (x, y) = shuffled.split_at(shuffled.len() / 2);
+        let mixed: Vec<(usize, SplitRecord)> =
+            y.iter().zip(x).flat_map(|(p, q)| [p.clone(), q.clone()]).collect();
+        let only: Vec<SplitRecord> = mixed.iter().map(|(_, r)| r.clone()).collect();
+        let b = assign_splits(&only, &config);
+        for ((i, _), s) in mixed.iter().zip(&b.splits) {
+            assert_eq!(&a.splits[*i], s);
+        }
+        let other = assign_splits(&records, &SplitConfig { seed: 7, ..config });
+        assert_ne!(a.splits, other.splits);
+    }
+
+    #[test]
+    fn holdout_sources_go_to_test_only() {
+        let records = hashed_corpus();
+        let config = SplitConfig {
+            holdout_sources: vec!["tts".into()],
+            ..SplitConfig::default()
+        };
+        let a = assign_splits(&records, &config);
+        for (r, s) in records.iter().zip(&a.splits) {
+            if r.source == "tts" {
+                assert_eq!(s, &Ok(Split::Test));
+            }
+        }
+        assert!(a.splits.iter().any(|s| s == &Ok(Split::Train)));
+    }
+
+    #[test]
+    fn hashed_speakers_follow_fixed_rules_and_conflicts_are_reported() {
+        let records = vec![
+            rec("real", "train/a.flac", Some("alice"), RuleSplit::Fixed(Split::Train)),
+            rec("real", "test/b.flac", Some("bob"), RuleSplit::Fixed(Split::Test)),
+            rec("real", "dev/c.flac", Some("carol"), RuleSplit::Fixed(Split::Val)),
+            rec("real", "test/c.flac", Some("carol"), RuleSplit::Fixed(Split::Test)),
+            rec("tts", "alice/1.wav", Some("alice"), RuleSplit::Hash(None)),
+            rec("tts", "bob/1.wav", Some("bob"), RuleSplit::Hash(None)),
+            rec("tts", "x.wav", None, RuleSplit::Unplaced("no folder".into())),
+        ];
+        let a = assign_splits(&records, &SplitConfig::default());
+        assert_eq!(a.splits[4], Ok(Split::Train));
+        assert_eq!(a.splits[5], Ok(Split::Test));
+        assert_eq!(a.splits[6], Err("no folder".into()));
+        assert_eq!(a.conflicts.len(), 1);
+        assert_eq!(a.conflicts[0].speaker, "carol");
+    }
+
+    #[test]
+    fn ratios_with_zero_weights_never_pick_those_splits() {
+        for i in 0..2000 {
+            #[allow(clippy::cast_precision_loss)]
+            let u = f64::from(i) / 2000.0;
+            assert_eq!(split_for(u, &[1.0, 0.0, 0.0]), Split::Train);
+            assert_ne!(split_for(u, &[0.7, 0.2, 0.0]), Split::Test);
+            assert_ne!(split_for(u, &[0.5, 0.0, 0.5]), Split::Val);
+        }
+        assert_eq!(split_for(0.999_999_999, &[0.7, 0.2, 0.0]), Split::Val);
+    }
+
+    fn brspeech_like(dir: &Path) -> Vec<Source> {
+        let real = dir.join("real");
+        for split in ["train", "dev", "test"] {
+            std::fs::create_dir_all(real.join(split).join("audio")).unwrap();
+        }
+        // Pipe-delimited, with a transcript holding commas and quotes.
+        std::fs::write(
+            real.join("train.csv"),
+            "wav_filename|wav_filesize|transcript|client_id\n\
+             train/audio/a1.flac|100|olá, \"mundo\"|alice\n\
+             train/audio/a2.flac|100|bom dia|alice\n\
+             train/audio/b1.flac|100|boa noite|bob\n",
+        )
+        .unwrap();
+        std::fs::write(
+            real.join("dev.csv"),
+            "wav_filename|wav_filesize|transcript|client_id\n./dev/audio/c1.flac|1|x|carol\n",
+        )
+        .unwrap();
+        std::fs::write(
+            real.join("test.csv"),
+            "wav_filename|wav_filesize|transcript|client_id\n\
+             test/audio/d1.flac|1|x|dave\n\
+             test/audio/gone.flac|1|x|dave\n",
+        )
+        .unwrap();
+        let defs: Vec<SourceDef> = serde_yaml::from_str(
+            r#"
+- name: real
+  label: bonafide
+  root: real
+  split: csv
+  speaker: { column: client_id }
+- name: f5tts
+  label: spoof
+  root: f5
+  split: folders
+- name: clone
+  label: spoof
+  root: f5
+  speaker: { regex: '^(?P<speaker>[a-z]+)_' }
+"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("f5")).unwrap();
+        validate_sources(&defs, dir).unwrap()
+    }
+
+    #[test]
+    fn csv_rule_reads_a_brspeech_like_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = brspeech_like(dir.path());
+        let files: Vec<CorpusFile> = [
+            ("real", "train/audio/a1.flac"),
+            ("real", "train/audio/a2.flac"),
+            ("real", "train/audio/b1.flac"),
+            ("real", "dev/audio/c1.flac"),
+            ("real", "test/audio/d1.flac"),
+            ("real", "test/audio/unlisted.flac"),
+            ("f5tts", "train/audio/x.flac"),
+            ("f5tts", "dev/audio/y.flac"),
+            ("f5tts", "other/z.flac"),
+            ("clone", "alice_1.wav"),
+            ("clone", "dave_1.wav"),
+            ("clone", "erin_1.wav"),
+        ]
+        .iter()
+        .map(|(s, p)| CorpusFile {
+            source: (*s).into(),
+            path: (*p).into(),
+        })
+        .collect();
+        let out = split_corpus(&sources, &files, &SplitConfig::default()).unwrap();
+        let got: Vec<(Result<Split, String>, Option<&str>)> = out
+            .placements
+            .iter()
+            .map(|p| (p.split.clone(), p.speaker.as_deref()))
+            .collect();
+        assert_eq!(got[0], (Ok(Split::Train), Some("alice")));
+        assert_eq!(got[2], (Ok(Split::Train), Some("bob")));
+        assert_eq!(got[3], (Ok(Split::Val), Some("carol")));
+        assert_eq!(got[4], (Ok(Split::Test), Some("dave")));
+        assert!(got[5].0.as_ref().unwrap_err().contains("not listed"));
+        assert_eq!(got[6].0, Ok(Split::Train));
+        assert_eq!(got[7].0, Ok(Split::Val));
+        assert!(got[8].0.as_ref().unwrap_err().contains("folder"));
+        // Hash-rule speakers known from the CSV follow it: speaker-disjoint across sources.
+        assert_eq!(got[9], (Ok(Split::Train), Some("alice")));
+        assert_eq!(got[10], (Ok(Split::Test), Some("dave")));
+        assert_eq!(got[11].1, Some("erin"));
+        assert_eq!(
+            out.listed_missing.get("real"),
+            Some(&vec!["test/audio/gone.flac".to_string()])
+        );
+        assert!(out.conflicts.is_empty());
+    }
+
+    #[test]
+    fn csv_rule_names_a_missing_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sources = brspeech_like(dir.path());
+        sources[0].speaker = Some(SpeakerRule::Column("speaker_id".into()));
+        let err = split_corpus(&sources, &[], &SplitConfig::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("no column `speaker_id`") && msg.contains("client_id"), "{msg}");
+        let err = split_corpus(
+            &sources[1..],
+            &[],
+            &SplitConfig {
+                holdout_sources: vec!["nope".into()],
+                ..SplitConfig::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`nope`"), "{err}");
+    }
+}
