@@ -95,7 +95,10 @@ impl ChunkParams {
             }
         }
         if !(self.min_duration_s.is_finite() && self.min_duration_s >= 0.0) {
-            bad("min_duration_s", "must be zero or a positive number of seconds".into());
+            bad(
+                "min_duration_s",
+                "must be zero or a positive number of seconds".into(),
+            );
         }
         out
     }
@@ -159,7 +162,8 @@ impl Collector {
                 self.untrimmed.extend_from_slice(block);
             } else {
                 let room = self.n.saturating_sub(self.untrimmed.len());
-                self.untrimmed.extend_from_slice(&block[..room.min(block.len())]);
+                self.untrimmed
+                    .extend_from_slice(&block[..room.min(block.len())]);
             }
         }
         if let Some(trim) = &mut self.trim {

@@ -41,8 +41,11 @@ pub struct DecodeSummary {
     pub frames: u64,
     /// Frames the container header declares, when it declares any.
     pub declared_frames: Option<u64>,
-    /// Packets skipped because they failed to decode.
+    /// Packets skipped because they failed to decode, plus stretches the demuxer dropped
+    /// (seen as gaps in the packet timestamps).
     pub skipped_packets: u64,
+    /// Frames missing inside the stream (gaps in the packet timestamps).
+    pub lost_frames: u64,
     /// Codec name as Symphonia reports it (e.g. `flac`).
     pub codec: String,
 }
@@ -58,6 +61,12 @@ pub struct DecodeStream {
     declared_frames: Option<u64>,
     frames: u64,
     skipped_packets: u64,
+    lost_frames: u64,
+    /// Packet timestamps count frames (time base 1/rate), so gaps and the end can be checked.
+    frame_timestamps: bool,
+    start_ts: i64,
+    next_pts: Option<i64>,
+    stream_end: i64,
     codec: String,
     planes: Vec<Vec<f32>>,
     ended: bool,
@@ -101,8 +110,8 @@ fn open_error(path: &Path, err: SymError, stage: &str) -> AudioError {
         }
         SymError::IoError(e) => unreadable(path, e),
         SymError::Unsupported(what) => {
-            let decodable = extension_of(path)
-                .is_some_and(|e| DECODABLE_EXTENSIONS.contains(&e.as_str()));
+            let decodable =
+                extension_of(path).is_some_and(|e| DECODABLE_EXTENSIONS.contains(&e.as_str()));
             if decodable && stage == "probe" {
                 AudioError::Corrupt {
                     path: path_buf,
@@ -155,12 +164,13 @@ impl DecodeStream {
                 MetadataOptions::default(),
             )
             .map_err(|e| open_error(path, e, "probe"))?;
-        let track = format
-            .default_track(TrackType::Audio)
-            .ok_or_else(|| AudioError::UnsupportedCodec {
-                path: path.to_path_buf(),
-                detail: "the container has no audio track".into(),
-            })?;
+        let track =
+            format
+                .default_track(TrackType::Audio)
+                .ok_or_else(|| AudioError::UnsupportedCodec {
+                    path: path.to_path_buf(),
+                    detail: "the container has no audio track".into(),
+                })?;
         let params = track
             .codec_params
             .as_ref()
@@ -172,6 +182,11 @@ impl DecodeStream {
             .clone();
         let track_id = track.id;
         let declared_frames = track.num_frames;
+        let start_ts = track.start_ts.get();
+        let frame_timestamps = match (track.time_base, params.sample_rate) {
+            (Some(tb), Some(rate)) => tb.numer.get() == 1 && tb.denom.get() == rate,
+            _ => false,
+        };
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(&params, &AudioDecoderOptions::default())
             .map_err(|e| open_error(path, e, "decoder"))?;
@@ -191,6 +206,11 @@ impl DecodeStream {
             declared_frames,
             frames: 0,
             skipped_packets: 0,
+            lost_frames: 0,
+            frame_timestamps,
+            start_ts,
+            next_pts: None,
+            stream_end: start_ts,
             codec,
             planes: Vec::new(),
             ended: false,
@@ -265,6 +285,18 @@ impl DecodeStream {
             };
             if packet.track_id != self.track_id {
                 continue;
+            }
+            if self.frame_timestamps {
+                let pts = packet.pts.get();
+                let dur = i64::try_from(packet.dur.get()).unwrap_or(i64::MAX);
+                if let Some(expected) = self.next_pts
+                    && pts > expected
+                {
+                    self.skipped_packets += 1;
+                    self.lost_frames += u64::try_from(pts - expected).unwrap_or(0);
+                }
+                self.next_pts = Some(pts.saturating_add(dur));
+                self.stream_end = self.stream_end.max(pts.saturating_add(dur));
             }
             match self.decoder.decode(&packet) {
                 Ok(buf) => {
@@ -345,7 +377,14 @@ impl DecodeStream {
         if let Some(declared) = self.declared_frames
             && self.frames < declared
         {
-            return Err(self.truncated("the stream ends early"));
+            // Packets reaching the declared end mean frames went missing inside the stream
+            // (counted as skipped), not that the file was cut.
+            let declared_end = self
+                .start_ts
+                .saturating_add(i64::try_from(declared).unwrap_or(i64::MAX));
+            if !(self.frame_timestamps && self.stream_end >= declared_end) {
+                return Err(self.truncated("the stream ends early"));
+            }
         }
         Ok(())
     }
@@ -358,6 +397,7 @@ impl DecodeStream {
             frames: self.frames,
             declared_frames: self.declared_frames,
             skipped_packets: self.skipped_packets,
+            lost_frames: self.lost_frames,
             codec: self.codec.clone(),
         }
     }

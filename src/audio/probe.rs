@@ -39,8 +39,10 @@ pub struct ProbeInfo {
     pub channels: u16,
     /// Frames decoded.
     pub frames: u64,
-    /// Packets skipped because they failed to decode (0 for a clean file).
+    /// Packets skipped because they failed to decode or went missing (0 for a clean file).
     pub skipped_packets: u64,
+    /// Frames lost inside the stream to damaged packets.
+    pub lost_frames: u64,
     /// Codec short name (`flac`, `vorbis`, `mp3`, `pcm_s16le`, ...).
     pub codec: String,
     /// Largest absolute sample value over all channels.
@@ -85,6 +87,7 @@ pub fn probe_file(path: &Path, params: &ProbeParams) -> Result<ProbeInfo, AudioE
         channels: summary.channels,
         frames: summary.frames,
         skipped_packets: summary.skipped_packets,
+        lost_frames: summary.lost_frames,
         codec: summary.codec,
         peak,
     })

@@ -201,7 +201,8 @@ mod tests {
         (0..n)
             .map(|i| {
                 #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-                let v = amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin();
+                let v =
+                    amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin();
                 #[allow(clippy::cast_possible_truncation)]
                 let v = v as f32;
                 v
@@ -251,7 +252,10 @@ mod tests {
                 let out = resample(&input, rate, 16_000).unwrap();
                 assert_eq!(out.len(), 16_000, "{rate} Hz");
                 let (amp, res) = fit(&out, 16_000, freq);
-                assert!((amp - 0.5).abs() < 0.005, "{rate} Hz, {freq} Hz: amplitude {amp}");
+                assert!(
+                    (amp - 0.5).abs() < 0.005,
+                    "{rate} Hz, {freq} Hz: amplitude {amp}"
+                );
                 assert!(res < 2e-3, "{rate} Hz, {freq} Hz: residual {res}");
             }
         }
@@ -268,7 +272,10 @@ mod tests {
             let rms = (body.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / body.len() as f64)
                 .sqrt();
             // 0.5 amplitude has an RMS of 0.354; demand at least 60 dB of rejection.
-            assert!(rms < 0.354e-3, "{rate} Hz, {freq} Hz tone leaks with RMS {rms}");
+            assert!(
+                rms < 0.354e-3,
+                "{rate} Hz, {freq} Hz tone leaks with RMS {rms}"
+            );
         }
     }
 
@@ -323,7 +330,13 @@ mod tests {
 
     #[test]
     fn output_length_is_the_ceiling_of_the_ratio() {
-        for (rate, n) in [(44_100u32, 1usize), (44_100, 441), (22_050, 1_000), (8_000, 3), (48_000, 12_345)] {
+        for (rate, n) in [
+            (44_100u32, 1usize),
+            (44_100, 441),
+            (22_050, 1_000),
+            (8_000, 3),
+            (48_000, 12_345),
+        ] {
             let input = sine(rate, 440.0, 0.5, n);
             let out = resample(&input, rate, 16_000).unwrap();
             let expected = (n as u64 * 16_000).div_ceil(u64::from(rate));

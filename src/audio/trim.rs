@@ -165,11 +165,7 @@ pub fn trim_silence(signal: &[f32], rate: u32, params: &TrimParams) -> Vec<f32> 
     let mut out = Vec::with_capacity(signal.len());
     trimmer.push(signal, &mut out);
     trimmer.finish(&mut out);
-    if out.is_empty() {
-        signal.to_vec()
-    } else {
-        out
-    }
+    if out.is_empty() { signal.to_vec() } else { out }
 }
 
 #[cfg(test)]
@@ -210,7 +206,11 @@ mod tests {
         let signal = cat(&[silence(0.4), t.clone()]);
         let out = trim_silence(&signal, RATE, &TrimParams::default());
         // Sound starts at the first loud sample (the RMS window needs a few samples to rise).
-        assert!(out.len() <= t.len() && out.len() + 40 >= t.len(), "{}", out.len());
+        assert!(
+            out.len() <= t.len() && out.len() + 40 >= t.len(),
+            "{}",
+            out.len()
+        );
         assert_eq!(out[..], t[t.len() - out.len()..]);
     }
 
@@ -219,7 +219,11 @@ mod tests {
         let t = tone(0.5, 0.3);
         let signal = cat(&[tone(0.1, 0.5), silence(0.3), t.clone()]);
         let out = trim_silence(&signal, RATE, &TrimParams::default());
-        assert!(out.len() <= t.len() && out.len() + 40 >= t.len(), "{}", out.len());
+        assert!(
+            out.len() <= t.len() && out.len() + 40 >= t.len(),
+            "{}",
+            out.len()
+        );
     }
 
     #[test]
@@ -229,7 +233,12 @@ mod tests {
         let short = cat(&[a.clone(), silence(0.1), b.clone()]);
         let out = trim_silence(&short, RATE, &TrimParams::default());
         // Everything after the first loud samples is kept, the 0.1 s pause included.
-        assert!(out.len() + 40 >= short.len(), "{} vs {}", out.len(), short.len());
+        assert!(
+            out.len() + 40 >= short.len(),
+            "{} vs {}",
+            out.len(),
+            short.len()
+        );
 
         let long = cat(&[a.clone(), silence(0.5), b.clone()]);
         let out = trim_silence(&long, RATE, &TrimParams::default());
@@ -245,7 +254,13 @@ mod tests {
     #[test]
     fn after_a_removed_silence_a_short_burst_is_dropped_too() {
         let a = tone(0.5, 0.3);
-        let signal = cat(&[a.clone(), silence(0.5), tone(0.1, 0.3), silence(0.5), a.clone()]);
+        let signal = cat(&[
+            a.clone(),
+            silence(0.5),
+            tone(0.1, 0.3),
+            silence(0.5),
+            a.clone(),
+        ]);
         let out = trim_silence(&signal, RATE, &TrimParams::default());
         let expected = 2 * a.len();
         assert!(
@@ -258,9 +273,17 @@ mod tests {
     #[test]
     fn trailing_short_pause_is_kept_long_one_removed() {
         let a = tone(0.5, 0.3);
-        let out = trim_silence(&cat(&[a.clone(), silence(0.1)]), RATE, &TrimParams::default());
+        let out = trim_silence(
+            &cat(&[a.clone(), silence(0.1)]),
+            RATE,
+            &TrimParams::default(),
+        );
         assert!(out.len() + 40 >= a.len() + 1600, "{}", out.len());
-        let out = trim_silence(&cat(&[a.clone(), silence(0.3)]), RATE, &TrimParams::default());
+        let out = trim_silence(
+            &cat(&[a.clone(), silence(0.3)]),
+            RATE,
+            &TrimParams::default(),
+        );
         assert!(out.len() <= a.len() + EDGE, "{}", out.len());
     }
 

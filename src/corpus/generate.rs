@@ -121,9 +121,10 @@ pub fn run_generate(cmd_template: &str, text: &str, out: &Path) -> Result<(), Co
             let chars: Vec<char> = stderr.trim().chars().collect();
             chars[chars.len().saturating_sub(2000)..].iter().collect()
         };
-        let status = status
-            .code()
-            .map_or_else(|| "was killed by a signal".to_string(), |c| format!("exited with status {c}"));
+        let status = status.code().map_or_else(
+            || "was killed by a signal".to_string(),
+            |c| format!("exited with status {c}"),
+        );
         return Err(fail(status, tail));
     }
     match std::fs::metadata(out) {
@@ -160,8 +161,12 @@ mod tests {
     #[test]
     fn rendering_quotes_hostile_text() {
         let out = Path::new("/tmp/out dir/x.wav");
-        let cmd = render_command("tts --out {out} --text {text} {other}", "it's $(rm -rf /) `x`", out)
-            .unwrap();
+        let cmd = render_command(
+            "tts --out {out} --text {text} {other}",
+            "it's $(rm -rf /) `x`",
+            out,
+        )
+        .unwrap();
         assert_eq!(
             shlex::split(&cmd).unwrap(),
             vec![
@@ -190,7 +195,10 @@ mod tests {
         let err = run_generate("echo boom >&2; exit 3; : {text} {out}", "x", &out).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, CorpusError::Generate { .. }));
-        assert!(msg.contains("exited with status 3") && msg.contains("boom"), "{msg}");
+        assert!(
+            msg.contains("exited with status 3") && msg.contains("boom"),
+            "{msg}"
+        );
 
         let missing = dir.path().join("never.wav");
         let err = run_generate("true {text} {out}", "x", &missing).unwrap_err();

@@ -202,7 +202,9 @@ pub fn compute_stats(rows: &[MetadataRow], rejected: &[RejectedRow]) -> Stats {
     let mut stats = Stats::default();
     let mut speakers: BTreeMap<Split, BTreeSet<&str>> = BTreeMap::new();
     for split in Split::ALL {
-        stats.splits.insert(split.as_str().into(), SplitStats::default());
+        stats
+            .splits
+            .insert(split.as_str().into(), SplitStats::default());
     }
     for r in sorted {
         let s = stats
@@ -210,7 +212,10 @@ pub fn compute_stats(rows: &[MetadataRow], rejected: &[RejectedRow]) -> Stats {
             .get_mut(r.split.as_str())
             .expect("every split is present");
         s.total.add(r.duration_s);
-        s.labels.entry(r.label.clone()).or_default().add(r.duration_s);
+        s.labels
+            .entry(r.label.clone())
+            .or_default()
+            .add(r.duration_s);
         s.sources
             .entry(r.source.clone())
             .or_default()
@@ -283,7 +288,14 @@ pub fn read_stats(path: &Path) -> Result<Stats, CorpusError> {
 mod tests {
     use super::*;
 
-    fn row(source: &str, path: &str, label: &str, split: Split, speaker: &str, d: f64) -> MetadataRow {
+    fn row(
+        source: &str,
+        path: &str,
+        label: &str,
+        split: Split,
+        speaker: &str,
+        d: f64,
+    ) -> MetadataRow {
         MetadataRow {
             path: path.into(),
             label: label.into(),
@@ -340,7 +352,10 @@ mod tests {
         write_rejected(&dir.path().join("rejected.csv"), &rejected).unwrap();
         let text = std::fs::read_to_string(dir.path().join("rejected.csv")).unwrap();
         assert!(text.starts_with("path,source,reason\nbad.flac,real,truncated\n"));
-        assert_eq!(read_rejected(&dir.path().join("rejected.csv")).unwrap(), rejected);
+        assert_eq!(
+            read_rejected(&dir.path().join("rejected.csv")).unwrap(),
+            rejected
+        );
     }
 
     #[test]

@@ -92,7 +92,9 @@ pub enum CorpusError {
         stderr: String,
     },
     /// A generate command succeeded without writing its output.
-    #[error("generate command `{cmd}` succeeded but wrote nothing to `{out}`; check that it writes to `{{out}}`")]
+    #[error(
+        "generate command `{cmd}` succeeded but wrote nothing to `{out}`; check that it writes to `{{out}}`"
+    )]
     GenerateNoOutput {
         /// The rendered command.
         cmd: String,

@@ -104,10 +104,13 @@ impl<'de> Deserialize<'de> for SplitDef {
                         map.next_value::<de::IgnoredAny>()?;
                         SplitDef::Folders
                     }
-                    "csv" => SplitDef::Csv(map.next_value::<Option<CsvSplitDef>>()?.unwrap_or_default()),
-                    "hash" => {
-                        SplitDef::Hash(map.next_value::<Option<HashSplitDef>>()?.unwrap_or_default())
+                    "csv" => {
+                        SplitDef::Csv(map.next_value::<Option<CsvSplitDef>>()?.unwrap_or_default())
                     }
+                    "hash" => SplitDef::Hash(
+                        map.next_value::<Option<HashSplitDef>>()?
+                            .unwrap_or_default(),
+                    ),
                     other => return Err(de::Error::unknown_variant(other, SPLIT_KINDS)),
                 };
                 if let Some(extra) = map.next_key::<String>()? {
@@ -321,8 +324,7 @@ impl FileMatcher {
             self.include_names.is_match(name) || self.include_paths.is_match(relative_path);
         if !included {
             Match::NotIncluded
-        } else if self.exclude_names.is_match(name) || self.exclude_paths.is_match(relative_path)
-        {
+        } else if self.exclude_names.is_match(name) || self.exclude_paths.is_match(relative_path) {
             Match::Excluded
         } else {
             Match::Include
@@ -411,11 +413,7 @@ fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn compile_globs(
-    patterns: &[String],
-    field: &str,
-    c: &mut Checker,
-) -> (GlobSet, GlobSet) {
+fn compile_globs(patterns: &[String], field: &str, c: &mut Checker) -> (GlobSet, GlobSet) {
     let mut names = GlobSetBuilder::new();
     let mut paths = GlobSetBuilder::new();
     for (i, pat) in patterns.iter().enumerate() {
@@ -450,7 +448,11 @@ fn name_ok(name: &str) -> bool {
 }
 
 fn check_split(def: &SourceDef, root: Option<&Path>, c: &mut Checker) -> SplitRule {
-    match def.split.clone().unwrap_or(SplitDef::Hash(HashSplitDef::default())) {
+    match def
+        .split
+        .clone()
+        .unwrap_or(SplitDef::Hash(HashSplitDef::default()))
+    {
         SplitDef::Folders => {
             if def.generate.is_some() {
                 c.issue(
@@ -478,16 +480,25 @@ fn check_split(def: &SourceDef, root: Option<&Path>, c: &mut Checker) -> SplitRu
                 _ => {
                     c.issue(
                         "split.csv.delimiter",
-                        format!("`{}` must be a single ASCII character such as `|` or `,`", csv.delimiter),
+                        format!(
+                            "`{}` must be a single ASCII character such as `|` or `,`",
+                            csv.delimiter
+                        ),
                     );
                     b'|'
                 }
             };
             if csv.files.is_empty() {
-                c.issue("split.csv.files", "list at least one of `train`, `val`, `test`");
+                c.issue(
+                    "split.csv.files",
+                    "list at least one of `train`, `val`, `test`",
+                );
             }
             if csv.path_column.is_empty() {
-                c.issue("split.csv.path_column", "name the column that holds the audio path");
+                c.issue(
+                    "split.csv.path_column",
+                    "name the column that holds the audio path",
+                );
             }
             let mut files = BTreeMap::new();
             for (split, file) in &csv.files {
@@ -514,7 +525,9 @@ fn check_ratios(r: &[f64; 3], field: &str, c: &mut Checker) {
     if r.iter().any(|x| !x.is_finite() || *x < 0.0) || r.iter().sum::<f64>() <= 0.0 {
         c.issue(
             field,
-            format!("{r:?} must be three non-negative weights [train, val, test] with a positive sum"),
+            format!(
+                "{r:?} must be three non-negative weights [train, val, test] with a positive sum"
+            ),
         );
     }
 }
@@ -523,7 +536,10 @@ fn check_speaker(def: &SourceDef, c: &mut Checker) -> Option<SpeakerRule> {
     let sp = def.speaker.as_ref()?;
     match (&sp.column, &sp.regex) {
         (Some(_), Some(_)) | (None, None) => {
-            c.issue("speaker", "give exactly one of `column` (a split CSV column) or `regex` (on the path)");
+            c.issue(
+                "speaker",
+                "give exactly one of `column` (a split CSV column) or `regex` (on the path)",
+            );
             None
         }
         (Some(col), None) => {
@@ -540,7 +556,10 @@ fn check_speaker(def: &SourceDef, c: &mut Checker) -> Option<SpeakerRule> {
             Err(e) => {
                 let detail = e.to_string();
                 let last = detail.lines().last().unwrap_or("").trim().to_string();
-                c.issue("speaker.regex", format!("`{re}` is not a valid regex: {last}"));
+                c.issue(
+                    "speaker.regex",
+                    format!("`{re}` is not a valid regex: {last}"),
+                );
                 None
             }
         },
@@ -564,7 +583,10 @@ fn check_generate(g: &GenerateDef, base_dir: &Path, c: &mut Checker) -> Option<G
     };
     let texts = match &g.texts {
         None => {
-            c.issue("generate.texts", "missing: give a text file with one utterance per line");
+            c.issue(
+                "generate.texts",
+                "missing: give a text file with one utterance per line",
+            );
             None
         }
         Some(t) => {
@@ -580,7 +602,10 @@ fn check_generate(g: &GenerateDef, base_dir: &Path, c: &mut Checker) -> Option<G
     };
     let ext = g.ext.clone().unwrap_or_else(|| "wav".into());
     if ext.is_empty() || !ext.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-        c.issue("generate.ext", format!("`{ext}` must be a plain extension such as `wav`"));
+        c.issue(
+            "generate.ext",
+            format!("`{ext}` must be a plain extension such as `wav`"),
+        );
     }
     Some(Generate {
         cmd: cmd?,
@@ -615,7 +640,10 @@ pub fn validate_sources(
         if let Some(first) = seen.get(def.name.as_str()) {
             c.issue(
                 "name",
-                format!("`{}` is already the name of sources[{first}]; names must be unique", def.name),
+                format!(
+                    "`{}` is already the name of sources[{first}]; names must be unique",
+                    def.name
+                ),
             );
         } else {
             seen.insert(&def.name, index);
@@ -634,11 +662,17 @@ pub fn validate_sources(
             .and_then(|g| check_generate(g, base_dir, &mut c));
         let origin = match (&def.root, &def.generate) {
             (Some(_), Some(_)) => {
-                c.issue("", "give either `root` (a folder of audio files) or `generate`, not both");
+                c.issue(
+                    "",
+                    "give either `root` (a folder of audio files) or `generate`, not both",
+                );
                 None
             }
             (None, None) => {
-                c.issue("root", "missing: give `root` (a folder of audio files) or `generate`");
+                c.issue(
+                    "root",
+                    "missing: give `root` (a folder of audio files) or `generate`",
+                );
                 None
             }
             (Some(root), None) => {
@@ -767,9 +801,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `rot`"), "{err}");
-        let err = serde_yaml::from_str::<Vec<SourceDef>>("- {name: a, label: spoof, split: random}")
-            .unwrap_err()
-            .to_string();
+        let err =
+            serde_yaml::from_str::<Vec<SourceDef>>("- {name: a, label: spoof, split: random}")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("unknown variant `random`"), "{err}");
         let err = serde_yaml::from_str::<Vec<SourceDef>>(
             "- {name: a, label: spoof, split: {csv: {delimiter: ','}, hash: {}}}",
@@ -846,7 +881,10 @@ mod tests {
         has("sources[5].speaker.column", "no `split: csv`");
         has("sources[6].name", "letters, digits");
         has("sources[6].split.hash.ratios", "non-negative");
-        assert!(!keys.iter().any(|k| k.starts_with("sources[0]")), "{keys:?}");
+        assert!(
+            !keys.iter().any(|k| k.starts_with("sources[0]")),
+            "{keys:?}"
+        );
         assert_eq!(
             issues[0].to_string(),
             format!("{}: {}", issues[0].key("sources"), issues[0].message)

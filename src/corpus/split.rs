@@ -61,7 +61,9 @@ impl FromStr for Split {
             "train" => Ok(Self::Train),
             "val" | "dev" => Ok(Self::Val),
             "test" => Ok(Self::Test),
-            other => Err(format!("`{other}` is not a split: use `train`, `val` or `test`")),
+            other => Err(format!(
+                "`{other}` is not a split: use `train`, `val` or `test`"
+            )),
         }
     }
 }
@@ -293,10 +295,13 @@ fn read_one_csv(
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string);
-        if listing.entries.contains_key(&path) {
-            listing.duplicates.push(path);
-        } else {
-            listing.entries.insert(path, (split, speaker));
+        match listing.entries.entry(path) {
+            std::collections::btree_map::Entry::Occupied(e) => {
+                listing.duplicates.push(e.key().clone());
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((split, speaker));
+            }
         }
     }
     Ok(())
@@ -469,12 +474,27 @@ mod tests {
         for spk in 0..60 {
             for utt in 0..5 {
                 let sp = format!("spk{spk}");
-                out.push(rec("real", &format!("{sp}/{utt}.flac"), Some(&sp), RuleSplit::Hash(None)));
-                out.push(rec("tts", &format!("{sp}/{utt}.wav"), Some(&sp), RuleSplit::Hash(None)));
+                out.push(rec(
+                    "real",
+                    &format!("{sp}/{utt}.flac"),
+                    Some(&sp),
+                    RuleSplit::Hash(None),
+                ));
+                out.push(rec(
+                    "tts",
+                    &format!("{sp}/{utt}.wav"),
+                    Some(&sp),
+                    RuleSplit::Hash(None),
+                ));
             }
         }
         for i in 0..300 {
-            out.push(rec("nospk", &format!("{i}.wav"), None, RuleSplit::Hash(None)));
+            out.push(rec(
+                "nospk",
+                &format!("{i}.wav"),
+                None,
+                RuleSplit::Hash(None),
+            ));
         }
         out
     }
@@ -486,7 +506,10 @@ mod tests {
         let mut by_speaker: BTreeMap<&str, BTreeSet<Split>> = BTreeMap::new();
         for (r, s) in records.iter().zip(&a.splits) {
             if let Some(sp) = &r.speaker {
-                by_speaker.entry(sp).or_default().insert(*s.as_ref().unwrap());
+                by_speaker
+                    .entry(sp)
+                    .or_default()
+                    .insert(*s.as_ref().unwrap());
             }
         }
         assert_eq!(by_speaker.len(), 60);
@@ -497,8 +520,14 @@ mod tests {
             *count.entry(*s.iter().next().unwrap()).or_insert(0) += 1;
         }
         assert!(count[&Split::Train] > 35, "{count:?}");
-        assert!(count.get(&Split::Val).copied().unwrap_or(0) > 0, "{count:?}");
-        assert!(count.get(&Split::Test).copied().unwrap_or(0) > 0, "{count:?}");
+        assert!(
+            count.get(&Split::Val).copied().unwrap_or(0) > 0,
+            "{count:?}"
+        );
+        assert!(
+            count.get(&Split::Test).copied().unwrap_or(0) > 0,
+            "{count:?}"
+        );
         assert!(a.conflicts.is_empty());
     }
 
@@ -511,8 +540,11 @@ mod tests {
         // A fixed permutation: reverse, then interleave halves.
         shuffled.reverse();
         let (x, y) = shuffled.split_at(shuffled.len() / 2);
-        let mixed: Vec<(usize, SplitRecord)> =
-            y.iter().zip(x).flat_map(|(p, q)| [p.clone(), q.clone()]).collect();
+        let mixed: Vec<(usize, SplitRecord)> = y
+            .iter()
+            .zip(x)
+            .flat_map(|(p, q)| [p.clone(), q.clone()])
+            .collect();
         let only: Vec<SplitRecord> = mixed.iter().map(|(_, r)| r.clone()).collect();
         let b = assign_splits(&only, &config);
         for ((i, _), s) in mixed.iter().zip(&b.splits) {
@@ -541,13 +573,38 @@ mod tests {
     #[test]
     fn hashed_speakers_follow_fixed_rules_and_conflicts_are_reported() {
         let records = vec![
-            rec("real", "train/a.flac", Some("alice"), RuleSplit::Fixed(Split::Train)),
-            rec("real", "test/b.flac", Some("bob"), RuleSplit::Fixed(Split::Test)),
-            rec("real", "dev/c.flac", Some("carol"), RuleSplit::Fixed(Split::Val)),
-            rec("real", "test/c.flac", Some("carol"), RuleSplit::Fixed(Split::Test)),
+            rec(
+                "real",
+                "train/a.flac",
+                Some("alice"),
+                RuleSplit::Fixed(Split::Train),
+            ),
+            rec(
+                "real",
+                "test/b.flac",
+                Some("bob"),
+                RuleSplit::Fixed(Split::Test),
+            ),
+            rec(
+                "real",
+                "dev/c.flac",
+                Some("carol"),
+                RuleSplit::Fixed(Split::Val),
+            ),
+            rec(
+                "real",
+                "test/c.flac",
+                Some("carol"),
+                RuleSplit::Fixed(Split::Test),
+            ),
             rec("tts", "alice/1.wav", Some("alice"), RuleSplit::Hash(None)),
             rec("tts", "bob/1.wav", Some("bob"), RuleSplit::Hash(None)),
-            rec("tts", "x.wav", None, RuleSplit::Unplaced("no folder".into())),
+            rec(
+                "tts",
+                "x.wav",
+                None,
+                RuleSplit::Unplaced("no folder".into()),
+            ),
         ];
         let a = assign_splits(&records, &SplitConfig::default());
         assert_eq!(a.splits[4], Ok(Split::Train));
@@ -673,7 +730,10 @@ mod tests {
         sources[0].speaker = Some(SpeakerRule::Column("speaker_id".into()));
         let err = split_corpus(&sources, &[], &SplitConfig::default()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("no column `speaker_id`") && msg.contains("client_id"), "{msg}");
+        assert!(
+            msg.contains("no column `speaker_id`") && msg.contains("client_id"),
+            "{msg}"
+        );
         let err = split_corpus(
             &sources[1..],
             &[],

@@ -161,7 +161,10 @@ fn problem_from(source: &str, err: &ignore::Error, at: Option<&Path>, out: &mut 
 }
 
 /// Walks one folder source with `threads` walker threads (0: as many as rayon has).
-pub fn walk_source(source: &Source, threads: usize) -> (Vec<FileRecord>, SourceScan, Vec<WalkProblem>) {
+pub fn walk_source(
+    source: &Source,
+    threads: usize,
+) -> (Vec<FileRecord>, SourceScan, Vec<WalkProblem>) {
     let Origin::Root(root) = &source.origin else {
         return (
             Vec::new(),
@@ -194,7 +197,10 @@ pub fn walk_source(source: &Source, threads: usize) -> (Vec<FileRecord>, SourceS
             }
             impl Drop for Flush<'_> {
                 fn drop(&mut self) {
-                    let mut g = self.into.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut g = self
+                        .into
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     g.files.append(&mut self.local.files);
                     g.problems.append(&mut self.local.problems);
                     let s = &self.local.scan;
@@ -224,7 +230,11 @@ pub fn walk_source(source: &Source, threads: usize) -> (Vec<FileRecord>, SourceS
                     if !is_dir {
                         local.scan.hidden += 1;
                     }
-                    return if is_dir { WalkState::Skip } else { WalkState::Continue };
+                    return if is_dir {
+                        WalkState::Skip
+                    } else {
+                        WalkState::Continue
+                    };
                 }
                 if is_dir {
                     return WalkState::Continue;

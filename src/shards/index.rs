@@ -60,5 +60,7 @@ pub fn read_index(path: &Path) -> Result<Vec<IndexRow>, ShardError> {
         source,
     };
     let mut r = csv::Reader::from_path(path).map_err(err)?;
-    r.deserialize().collect::<Result<Vec<IndexRow>, _>>().map_err(err)
+    r.deserialize()
+        .collect::<Result<Vec<IndexRow>, _>>()
+        .map_err(err)
 }

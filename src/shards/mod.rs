@@ -204,7 +204,9 @@ mod tests {
     fn round_trip_through_the_safetensors_crate_for_every_dtype() {
         let dir = tempfile::tempdir().unwrap();
         for dtype in [Dtype::I16, Dtype::F16, Dtype::F32] {
-            let path = dir.path().join(format!("audio-{}.safetensors", dtype.safetensors_name()));
+            let path = dir
+                .path()
+                .join(format!("audio-{}.safetensors", dtype.safetensors_name()));
             let meta = BTreeMap::from([("sample_rate".to_string(), "16000".to_string())]);
             let mut w = ShardWriter::create(&path, "audio", dtype, &[100], meta.clone()).unwrap();
             let data = rows(5, 100);
@@ -225,7 +227,10 @@ mod tests {
             assert_eq!(view.dtype().to_string(), dtype.safetensors_name());
             let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
             let got_meta = header.metadata().clone().unwrap();
-            assert_eq!(got_meta.get("sample_rate").map(String::as_str), Some("16000"));
+            assert_eq!(
+                got_meta.get("sample_rate").map(String::as_str),
+                Some("16000")
+            );
             let mut expected = Vec::new();
             for r in &data {
                 dtype.encode(r, &mut expected);
@@ -250,7 +255,10 @@ mod tests {
             let batch = reader.batch_f32(&[4, 0]).unwrap();
             assert_eq!(batch.len(), 200);
             assert_eq!(batch[100..], reader.row_f32(0).unwrap()[..]);
-            assert!(matches!(reader.row_f32(5), Err(ShardError::RowOutOfRange { row: 5, .. })));
+            assert!(matches!(
+                reader.row_f32(5),
+                Err(ShardError::RowOutOfRange { row: 5, .. })
+            ));
         }
     }
 
@@ -269,8 +277,8 @@ mod tests {
     fn three_dimensional_features_and_zero_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("features.safetensors");
-        let mut w = ShardWriter::create(&path, "features", Dtype::F16, &[201, 8], BTreeMap::new())
-            .unwrap();
+        let mut w =
+            ShardWriter::create(&path, "features", Dtype::F16, &[201, 8], BTreeMap::new()).unwrap();
         let row = vec![0.25f32; 201 * 8];
         w.write_row(&row).unwrap();
         w.write_row(&row).unwrap();
@@ -301,7 +309,11 @@ mod tests {
         w.write_row(&[0.1, 0.2, 0.3, 0.4]).unwrap();
         assert!(matches!(
             w.write_row(&[0.1, 0.2]),
-            Err(ShardError::RowLength { expected: 4, got: 2, .. })
+            Err(ShardError::RowLength {
+                expected: 4,
+                got: 2,
+                ..
+            })
         ));
         w.finish().unwrap();
         let ra = ShardReader::open(&a, None).unwrap();
@@ -351,7 +363,10 @@ mod tests {
         for i in 0..16_000 {
             counts[bucket_of(&format!("spk{}/utt{i}.flac", i % 37), 16) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
         assert_eq!(bucket_of("anything", 1), 0);
     }
 

@@ -188,7 +188,8 @@ impl ShardWriter {
             });
         }
         let out = self.out.as_mut().expect("writer is open until finish");
-        out.write_all(bytes).map_err(|e| io_err(&self.tmp_path, e))?;
+        out.write_all(bytes)
+            .map_err(|e| io_err(&self.tmp_path, e))?;
         self.rows += 1;
         Ok(())
     }

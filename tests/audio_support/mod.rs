@@ -80,7 +80,17 @@ pub fn flac_bytes(rate: u32, channels: u16, interleaved: &[f32]) -> Vec<u8> {
         .expect("flac encode");
     let mut sink = flacenc::bitsink::ByteSink::new();
     stream.write(&mut sink).expect("flac write");
-    sink.as_slice().to_vec()
+    let mut bytes = sink.as_slice().to_vec();
+    // flacenc puts the (shorter) last block's size in STREAMINFO's minimum block size; RFC 9639
+    // excludes the last block there, and decoders (Symphonia's among them) rely on it. Make
+    // the header say what libFLAC would: min = max for a fixed block size.
+    assert_eq!(&bytes[..4], b"fLaC");
+    let max = [bytes[10], bytes[11]];
+    if samples.len() / channels as usize > usize::from(u16::from_be_bytes(max)) {
+        bytes[8] = max[0];
+        bytes[9] = max[1];
+    }
+    bytes
 }
 
 /// Writes a 16-bit FLAC file.
@@ -118,5 +128,10 @@ pub fn fit_sine(signal: &[f32], rate: u32, freq: f64, skip: usize) -> (f64, f64)
 
 /// RMS of a signal.
 pub fn rms(signal: &[f32]) -> f64 {
-    (signal.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / signal.len() as f64).sqrt()
+    (signal
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        / signal.len() as f64)
+        .sqrt()
 }
