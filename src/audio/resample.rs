@@ -6,7 +6,7 @@ use rubato::{Fft, FixedSync, Indexing, Resampler, WindowFunction};
 
 /// Frames per FFT chunk requested from rubato (rounded up by rubato to fit the rate pair). A
 /// longer block moves the anti-aliasing cutoff closer to the output Nyquist frequency.
-const CHUNK_HINT: usize = 2048;
+const CHUNK_HINT: usize = 1024;
 
 /// Error from the resampler crate, with the rate pair it concerned.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,15 @@ impl StreamResampler {
     /// # Errors
     /// When rubato refuses the rate pair.
     pub fn new(from_hz: u32, to_hz: u32) -> Result<Self, ResampleError> {
+        Self::with_chunk(from_hz, to_hz, CHUNK_HINT)
+    }
+
+    /// Like [`new`](Self::new) with another FFT chunk hint (frames): larger chunks put the
+    /// anti-aliasing cutoff closer to Nyquist and cost a little more per sample.
+    ///
+    /// # Errors
+    /// When rubato refuses the rate pair.
+    pub fn with_chunk(from_hz: u32, to_hz: u32, chunk_hint: usize) -> Result<Self, ResampleError> {
         let err = |detail: String| ResampleError {
             from_hz,
             to_hz,
@@ -58,7 +67,7 @@ impl StreamResampler {
         let inner = Fft::<f32>::new_custom(
             from_hz as usize,
             to_hz as usize,
-            CHUNK_HINT,
+            chunk_hint,
             1,
             1,
             WindowFunction::BlackmanHarris2,

@@ -52,7 +52,8 @@ enum Mode {
 /// The level of a sample is the RMS of the last `window_s` seconds of input including it.
 #[derive(Debug, Clone)]
 pub struct SilenceTrimmer {
-    threshold_sq: f64,
+    /// Threshold on the sum of squares over the window (threshold² × window length).
+    limit: f64,
     start_len: usize,
     stop_len: usize,
     window: Vec<f64>,
@@ -73,8 +74,10 @@ impl SilenceTrimmer {
     pub fn new(params: &TrimParams, rate: u32) -> Self {
         let window_len = seconds_to_samples(params.window_s, rate).max(1);
         let threshold = f64::from(params.threshold);
+        #[allow(clippy::cast_precision_loss)]
+        let limit = threshold * threshold * window_len as f64;
         Self {
-            threshold_sq: threshold * threshold,
+            limit,
             start_len: seconds_to_samples(params.above_s, rate).max(1),
             stop_len: seconds_to_samples(params.below_s, rate).max(1),
             window: vec![0.0; window_len],
@@ -98,13 +101,14 @@ impl SilenceTrimmer {
         self.sum = 0.0;
     }
 
-    /// Whether the level including `x` reaches the threshold (compared as mean squares).
-    #[allow(clippy::cast_precision_loss)]
+    /// Whether the level including a sample of square `sq` reaches the threshold (compared as
+    /// sums of squares over the window).
+    #[inline]
     fn loud(&self, sq: f64) -> bool {
-        let mean_sq = (self.sum - self.window[self.pos] + sq).max(0.0) / self.window.len() as f64;
-        mean_sq >= self.threshold_sq
+        (self.sum - self.window[self.pos] + sq) >= self.limit
     }
 
+    #[inline]
     fn update(&mut self, sq: f64) {
         self.sum += sq - self.window[self.pos];
         self.window[self.pos] = sq;
@@ -116,7 +120,26 @@ impl SilenceTrimmer {
 
     /// Feeds samples; appends every sample known to be kept to `out`.
     pub fn push(&mut self, input: &[f32], out: &mut Vec<f32>) {
-        for &x in input {
+        let mut i = 0;
+        while i < input.len() {
+            if self.mode == Mode::Copy && self.holdoff.is_empty() {
+                // Fast path: copy a run of loud samples in one go.
+                let start = i;
+                while i < input.len() {
+                    let sq = f64::from(input[i]) * f64::from(input[i]);
+                    if !self.loud(sq) {
+                        break;
+                    }
+                    self.update(sq);
+                    i += 1;
+                }
+                out.extend_from_slice(&input[start..i]);
+                if i == input.len() {
+                    break;
+                }
+            }
+            let x = input[i];
+            i += 1;
             let sq = f64::from(x) * f64::from(x);
             let loud = self.loud(sq);
             self.update(sq);
