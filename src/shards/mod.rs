@@ -262,6 +262,21 @@ mod tests {
         }
     }
 
+    /// Writes shards for a manual check with Python's `safetensors` (see docs/audio.md).
+    #[test]
+    #[ignore = "writes to BRSPEECH_SHARD_DUMP for an external reader"]
+    fn dump_shards_for_python() {
+        let dir = std::path::PathBuf::from(std::env::var("BRSPEECH_SHARD_DUMP").unwrap());
+        for dtype in [Dtype::I16, Dtype::F16, Dtype::F32] {
+            let path = dir.join(format!("{}.safetensors", dtype.safetensors_name()));
+            let meta = BTreeMap::from([("sample_rate".to_string(), "16000".to_string())]);
+            let mut w = ShardWriter::create(&path, "audio", dtype, &[6], meta).unwrap();
+            w.write_row(&[0.0, 0.5, -0.5, 1.0, -1.0, 0.25]).unwrap();
+            w.write_row(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).unwrap();
+            w.finish().unwrap();
+        }
+    }
+
     #[test]
     fn pcm16_scales_rounds_and_clamps() {
         assert_eq!(pcm16(0.0), 0);
