@@ -19,6 +19,8 @@ use brspeech::shards::{Dtype, ShardWriter};
 use rayon::prelude::*;
 
 const RATES: [u32; 5] = [16_000, 22_050, 24_000, 32_000, 44_100];
+/// Shards the files are grouped into (one source, `bucket_of(path) mod SHARDS`).
+const SHARDS: usize = 16;
 
 struct Rng(u64);
 
@@ -122,27 +124,34 @@ fn decode_only(files: &[PathBuf], threads: usize) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn chunk_path(files: &[PathBuf], threads: usize, params: &ChunkParams, out: &Path) -> f64 {
+/// The chunk stage's work: files grouped into shards by `bucket_of(path)`, shards processed
+/// in parallel, files inside a shard in path order with their clips streamed to the shard's
+/// writer (memory: one file's clips per worker).
+fn chunk_path(shards: &[Vec<PathBuf>], threads: usize, params: &ChunkParams, out: &Path) -> f64 {
     let start = Instant::now();
-    let mut results: Vec<(usize, Vec<Vec<f32>>)> = pool(threads).install(|| {
-        files
+    let rows: u64 = pool(threads).install(|| {
+        shards
             .par_iter()
             .enumerate()
-            .map(|(i, p)| {
-                let c = chunk_file(p, params).unwrap();
-                (i, c.clips.into_iter().map(|c| c.samples).collect())
+            .map(|(i, files)| {
+                let mut w = ShardWriter::create(
+                    &out.join(format!("shard-{i:03}.safetensors")),
+                    "audio",
+                    Dtype::I16,
+                    &[params.samples],
+                    BTreeMap::new(),
+                )
+                .unwrap();
+                for p in files {
+                    for clip in chunk_file(p, params).unwrap().clips {
+                        w.write_row(&clip.samples).unwrap();
+                    }
+                }
+                w.finish().unwrap().rows
             })
-            .collect()
+            .sum()
     });
-    results.sort_by_key(|(i, _)| *i);
-    let mut w =
-        ShardWriter::create(out, "audio", Dtype::I16, &[params.samples], BTreeMap::new()).unwrap();
-    for (_, clips) in &results {
-        for clip in clips {
-            w.write_row(clip).unwrap();
-        }
-    }
-    w.finish().unwrap();
+    assert!(rows as usize >= shards.iter().map(Vec::len).sum::<usize>());
     start.elapsed().as_secs_f64()
 }
 
@@ -268,7 +277,12 @@ fn main() {
         return;
     }
     let out_dir = tempfile::tempdir().unwrap();
-    let shard = out_dir.path().join("audio.safetensors");
+    let shard = out_dir.path();
+    let mut shards: Vec<Vec<PathBuf>> = vec![Vec::new(); SHARDS];
+    for p in &files {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        shards[brspeech::shards::bucket_of(name, SHARDS as u32) as usize].push(p.clone());
+    }
 
     let reference = ChunkParams {
         trim: true,
@@ -292,23 +306,23 @@ fn main() {
         ),
         (
             "chunk: trim + crop first, 1 thread",
-            Box::new(|| chunk_path(&files, 1, &reference, &shard)),
+            Box::new(|| chunk_path(&shards, 1, &reference, shard)),
         ),
         (
             "chunk: trim + crop first, 2 threads",
-            Box::new(|| chunk_path(&files, 2, &reference, &shard)),
+            Box::new(|| chunk_path(&shards, 2, &reference, shard)),
         ),
         (
             "chunk: no trim, crop first, 1 thread",
-            Box::new(|| chunk_path(&files, 1, &no_trim, &shard)),
+            Box::new(|| chunk_path(&shards, 1, &no_trim, shard)),
         ),
         (
             "chunk: trim + crop all (full decode), 1 thread",
-            Box::new(|| chunk_path(&files, 1, &all, &shard)),
+            Box::new(|| chunk_path(&shards, 1, &all, shard)),
         ),
         (
             "chunk: trim + crop all (full decode), 2 threads",
-            Box::new(|| chunk_path(&files, 2, &all, &shard)),
+            Box::new(|| chunk_path(&shards, 2, &all, shard)),
         ),
     ];
     // Warm the page cache and the per-thread resamplers.
@@ -337,7 +351,7 @@ fn main() {
         ));
     }
     println!(
-        "audio chunk benchmark: {} FLAC files, {:.1} audio-seconds, rates {:?}, median of {repeats}",
+        "audio chunk benchmark: {} FLAC files in {SHARDS} shards, {:.1} audio-seconds, rates {:?}, median of {repeats}",
         files.len(),
         audio_s,
         RATES
