@@ -101,75 +101,86 @@ impl SilenceTrimmer {
         self.sum = 0.0;
     }
 
-    /// Whether the level including a sample of square `sq` reaches the threshold (compared as
-    /// sums of squares over the window).
-    #[inline]
-    fn loud(&self, sq: f64) -> bool {
-        (self.sum - self.window[self.pos] + sq) >= self.limit
-    }
-
-    #[inline]
-    fn update(&mut self, sq: f64) {
-        self.sum += sq - self.window[self.pos];
-        self.window[self.pos] = sq;
-        self.pos += 1;
-        if self.pos == self.window.len() {
-            self.pos = 0;
-        }
-    }
-
     /// Feeds samples; appends every sample known to be kept to `out`.
     pub fn push(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        // Work on locals so the running sum and position stay in registers.
+        let Self {
+            limit,
+            start_len,
+            stop_len,
+            window,
+            pos,
+            sum,
+            mode,
+            holdoff,
+        } = self;
+        let (limit, start_len, stop_len) = (*limit, *start_len, *stop_len);
+        let window = window.as_mut_slice();
+        let (mut p, mut total, mut m) = (*pos, *sum, *mode);
         let mut i = 0;
         while i < input.len() {
-            if self.mode == Mode::Copy && self.holdoff.is_empty() {
+            if m == Mode::Copy && holdoff.is_empty() {
                 // Fast path: copy a run of loud samples in one go.
                 let start = i;
+                let mut quiet = false;
                 while i < input.len() {
                     let sq = f64::from(input[i]) * f64::from(input[i]);
-                    if !self.loud(sq) {
+                    i += 1;
+                    if !step(window, limit, sq, &mut p, &mut total) {
+                        quiet = true;
                         break;
                     }
-                    self.update(sq);
-                    i += 1;
                 }
-                out.extend_from_slice(&input[start..i]);
-                if i == input.len() {
-                    break;
+                if quiet {
+                    out.extend_from_slice(&input[start..i - 1]);
+                    holdoff.push(input[i - 1]);
+                    if holdoff.len() >= stop_len {
+                        holdoff.clear();
+                        window.fill(0.0);
+                        (p, total, m) = (0, 0.0, Mode::Trim);
+                    }
+                } else {
+                    out.extend_from_slice(&input[start..i]);
                 }
+                continue;
             }
             let x = input[i];
             i += 1;
-            let sq = f64::from(x) * f64::from(x);
-            let loud = self.loud(sq);
-            self.update(sq);
-            match self.mode {
+            let loud = step(
+                window,
+                limit,
+                f64::from(x) * f64::from(x),
+                &mut p,
+                &mut total,
+            );
+            match m {
                 Mode::Trim => {
                     if loud {
-                        self.holdoff.push(x);
-                        if self.holdoff.len() >= self.start_len {
-                            out.append(&mut self.holdoff);
-                            self.mode = Mode::Copy;
+                        holdoff.push(x);
+                        if holdoff.len() >= start_len {
+                            out.append(holdoff);
+                            m = Mode::Copy;
                         }
                     } else {
-                        self.holdoff.clear();
+                        holdoff.clear();
                     }
                 }
                 Mode::Copy => {
                     if loud {
-                        out.append(&mut self.holdoff);
+                        out.append(holdoff);
                         out.push(x);
                     } else {
-                        self.holdoff.push(x);
-                        if self.holdoff.len() >= self.stop_len {
-                            self.holdoff.clear();
-                            self.clear_window();
-                            self.mode = Mode::Trim;
+                        holdoff.push(x);
+                        if holdoff.len() >= stop_len {
+                            holdoff.clear();
+                            window.fill(0.0);
+                            (p, total, m) = (0, 0.0, Mode::Trim);
                         }
                     }
                 }
             }
         }
+        (*pos, *sum, *mode) = (p, total, m);
     }
 
     /// Ends the signal: keeps a pending short quiet run, drops a pending short loud run.
@@ -179,6 +190,19 @@ impl SilenceTrimmer {
         }
         self.reset();
     }
+}
+
+/// Adds a sample's square to the level window; returns whether the level (the window's sum of
+/// squares) reaches `limit`.
+#[inline]
+fn step(window: &mut [f64], limit: f64, sq: f64, p: &mut usize, total: &mut f64) -> bool {
+    *total += sq - window[*p];
+    window[*p] = sq;
+    *p += 1;
+    if *p == window.len() {
+        *p = 0;
+    }
+    *total >= limit
 }
 
 /// Trims a whole signal. Returns the untrimmed signal when nothing would be left, as the
