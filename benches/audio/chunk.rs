@@ -4,7 +4,8 @@
 //! wall-second, the median of several repeats.
 //!
 //! Run: `cargo bench --no-default-features --bench chunk` (env: `BENCH_REPEATS`, default 5;
-//! `BENCH_FILES`, default 200; `BENCH_SKIP_PYTHON=1` to leave the baseline out).
+//! `BENCH_FILES`, default 200; `BENCH_SKIP_PYTHON=1` to leave the baseline out;
+//! `BENCH_OUT_DIR`, where shards are written; `BENCH_PROFILE=1` for a per-step breakdown).
 
 #[path = "../../tests/audio_support/mod.rs"]
 mod audio_support;
@@ -276,7 +277,11 @@ fn main() {
         profile(&files);
         return;
     }
-    let out_dir = tempfile::tempdir().unwrap();
+    // Shards go to a temporary folder under `BENCH_OUT_DIR` (default: the system's).
+    let out_dir = match std::env::var_os("BENCH_OUT_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let shard = out_dir.path();
     let mut shards: Vec<Vec<PathBuf>> = vec![Vec::new(); SHARDS];
     for p in &files {
