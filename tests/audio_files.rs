@@ -370,6 +370,20 @@ fn crop_all_covers_the_file_and_first_stops_early_with_the_same_clip() {
 }
 
 #[test]
+fn parameter_digest_is_stable_and_sensitive() {
+    let a = params();
+    assert_eq!(a.digest(), params().digest());
+    assert_eq!(a.digest().len(), 64);
+    let mut b = params();
+    b.trim = true;
+    assert_ne!(a.digest(), b.digest());
+    // Parameters read from YAML with defaults filled in key the same as the defaults.
+    let c: ChunkParams = serde_yaml::from_str("{ samples: 64600 }").unwrap();
+    assert_eq!(c.digest(), a.digest());
+    assert!(serde_yaml::from_str::<ChunkParams>("{ sampels: 1 }").is_err());
+}
+
+#[test]
 fn invalid_parameters_name_their_key() {
     let mut p = params();
     p.hop = Some(70_000);

@@ -50,7 +50,25 @@ impl Default for ChunkParams {
     }
 }
 
+/// Version of the chunk path's output for given parameters and input bytes: bump it when the
+/// same input and parameters would give other samples (a new resampler setting, a trim fix).
+pub const CHUNK_IMPL_VERSION: u32 = 1;
+
 impl ChunkParams {
+    /// Stable digest (blake3 hex) of these parameters and [`CHUNK_IMPL_VERSION`]; with the
+    /// input file's digest it keys a chunked item.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b"brspeech-chunk\0");
+        h.update(&CHUNK_IMPL_VERSION.to_le_bytes());
+        h.update(
+            serde_json::to_string(self)
+                .expect("chunk parameters serialise")
+                .as_bytes(),
+        );
+        h.finalize().to_hex().to_string()
+    }
+
     /// The hop actually used by `crop: all`.
     pub fn hop(&self) -> usize {
         self.hop.unwrap_or(self.samples)

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use chunk::{ChunkParams, ChunkedFile, chunk_file};
+pub use chunk::{CHUNK_IMPL_VERSION, ChunkParams, ChunkedFile, chunk_file};
 pub use crop::{Clip, CropMode, crop, repeat_pad, window_starts};
 pub use decode::{ChannelPolicy, DecodeStream, DecodeSummary, Decoded, decode_file};
 pub use probe::{ProbeInfo, ProbeParams, probe_file};

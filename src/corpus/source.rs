@@ -729,8 +729,8 @@ pub fn validate_sources(
     }
 }
 
-/// Checks a `[train, val, test]` ratio triple as the split stage's parameter (`field` names
-/// the key in messages).
+/// Checks a `[train, val, test]` ratio triple given as a stage parameter; returns what is
+/// wrong with it, if anything.
 pub fn ratio_problem(ratios: &[f64; 3]) -> Option<String> {
     let mut c = Checker {
         index: 0,
