@@ -108,8 +108,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .unwrap()
 }
 
-fn decode_only(files: &[PathBuf], threads: usize) -> f64 {
-    let start = Instant::now();
+fn decode_only(files: &[PathBuf], threads: usize) {
     let frames: u64 = pool(threads).install(|| {
         files
             .par_iter()
@@ -122,14 +121,12 @@ fn decode_only(files: &[PathBuf], threads: usize) -> f64 {
             .sum()
     });
     assert!(frames > 0);
-    start.elapsed().as_secs_f64()
 }
 
 /// The chunk stage's work: files grouped into shards by `bucket_of(path)`, shards processed
 /// in parallel, files inside a shard in path order with their clips streamed to the shard's
 /// writer (memory: one file's clips per worker).
-fn chunk_path(shards: &[Vec<PathBuf>], threads: usize, params: &ChunkParams, out: &Path) -> f64 {
-    let start = Instant::now();
+fn chunk_path(shards: &[Vec<PathBuf>], threads: usize, params: &ChunkParams, out: &Path) {
     let rows: u64 = pool(threads).install(|| {
         shards
             .par_iter()
@@ -153,7 +150,40 @@ fn chunk_path(shards: &[Vec<PathBuf>], threads: usize, params: &ChunkParams, out
             .sum()
     });
     assert!(rows as usize >= shards.iter().map(Vec::len).sum::<usize>());
-    start.elapsed().as_secs_f64()
+}
+
+/// CPU seconds (user + system) this process has used, its exited threads included.
+fn cpu_seconds(tick: f64) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and
+    // 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / tick
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Runs `f` and returns (wall seconds, CPU seconds).
+fn timed(f: &dyn Fn(), tick: f64) -> (f64, f64) {
+    let cpu = cpu_seconds(tick);
+    let start = Instant::now();
+    f();
+    (start.elapsed().as_secs_f64(), cpu_seconds(tick) - cpu)
 }
 
 /// Time per step of the chunk path on one thread, over whole files (no early stop).
@@ -229,7 +259,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn python(files: &[PathBuf], repeats: usize) -> Option<Vec<f64>> {
+fn python(files: &[PathBuf], repeats: usize) -> Option<Vec<(f64, f64)>> {
     let list = std::env::temp_dir().join(format!("brspeech-bench-{}.txt", std::process::id()));
     let text: String = files.iter().map(|p| format!("{}\n", p.display())).collect();
     std::fs::write(&list, text).unwrap();
@@ -254,12 +284,12 @@ fn python(files: &[PathBuf], repeats: usize) -> Option<Vec<f64>> {
             return None;
         }
     };
-    let walls = String::from_utf8_lossy(&out.stdout)
+    let runs = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["wall_s"].as_f64())
+        .filter_map(|v| Some((v["wall_s"].as_f64()?, v["cpu_s"].as_f64()?)))
         .collect();
-    Some(walls)
+    Some(runs)
 }
 
 fn main() {
@@ -299,7 +329,7 @@ fn main() {
         crop: CropMode::All,
         ..ChunkParams::default()
     };
-    type Case<'a> = (&'a str, Box<dyn Fn() -> f64 + 'a>);
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>);
     let cases: Vec<Case> = vec![
         (
             "decode only (symphonia), 1 thread",
@@ -330,29 +360,37 @@ fn main() {
             Box::new(|| chunk_path(&shards, 2, &all, shard)),
         ),
     ];
-    // Warm the page cache and the per-thread resamplers.
+    let tick = clock_ticks();
+    // Warm the page cache.
     for (_, run) in &cases {
         run();
     }
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    // Repeats interleave the cases, so a burst of load from elsewhere hits them alike.
+    let mut times: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
     for _ in 0..repeats {
         for (i, (_, run)) in cases.iter().enumerate() {
-            times[i].push(run());
+            times[i].push(timed(run.as_ref(), tick));
         }
     }
-    let mut rows: Vec<(String, f64)> = cases
+    let med = |t: &[(f64, f64)]| {
+        (
+            median(t.iter().map(|x| x.0).collect()),
+            median(t.iter().map(|x| x.1).collect()),
+        )
+    };
+    let mut rows: Vec<(String, (f64, f64))> = cases
         .iter()
         .zip(&times)
-        .map(|((name, _), t)| ((*name).to_string(), median(t.clone())))
+        .map(|((name, _), t)| ((*name).to_string(), med(t)))
         .collect();
     if std::env::var_os("BENCH_SKIP_PYTHON").is_none()
-        && let Some(walls) = python(&files, repeats.max(1) + 1)
-        && walls.len() > 1
+        && let Some(runs) = python(&files, repeats.max(1) + 1)
+        && runs.len() > 1
     {
         // The first Python repeat warms imports and caches; it is left out.
         rows.push((
             "python: soundfile + soxr HQ + repeat-pad, 1 process".into(),
-            median(walls[1..].to_vec()),
+            med(&runs[1..]),
         ));
     }
     println!(
@@ -361,14 +399,24 @@ fn main() {
         audio_s,
         RATES
     );
-    println!("| path | wall s | audio-s / wall-s |");
-    println!("|---|---:|---:|");
-    for (name, wall) in &rows {
-        println!("| {name} | {wall:.3} | {:.0} |", audio_s / wall);
+    println!("| path | wall s | CPU s | audio-s / wall-s | audio-s / CPU-s |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, (wall, cpu)) in &rows {
+        println!(
+            "| {name} | {wall:.3} | {cpu:.2} | {:.0} | {:.0} |",
+            audio_s / wall,
+            audio_s / cpu
+        );
     }
-    let json: BTreeMap<&str, f64> = rows
+    println!(
+        "load average after the run: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let json: BTreeMap<&str, (f64, f64)> = rows
         .iter()
-        .map(|(n, w)| (n.as_str(), audio_s / w))
+        .map(|(n, (w, c))| (n.as_str(), (audio_s / w, audio_s / c)))
         .collect();
     println!("{}", serde_json::to_string(&json).unwrap());
 }
