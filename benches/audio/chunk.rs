@@ -22,6 +22,8 @@ use rayon::prelude::*;
 const RATES: [u32; 5] = [16_000, 22_050, 24_000, 32_000, 44_100];
 /// Shards the files are grouped into (one source, `bucket_of(path) mod SHARDS`).
 const SHARDS: usize = 16;
+/// Files of a shard chunked in parallel before their rows are written.
+const BATCH: usize = 4;
 
 struct Rng(u64);
 
@@ -124,8 +126,8 @@ fn decode_only(files: &[PathBuf], threads: usize) {
 }
 
 /// The chunk stage's work: files grouped into shards by `bucket_of(path)`, shards processed
-/// in parallel, files inside a shard in path order with their clips streamed to the shard's
-/// writer (memory: one file's clips per worker).
+/// in parallel, files inside a shard in batches of `BATCH` (in parallel too), clips written in
+/// path order to the shard's streaming writer (memory: a batch of clips per shard in flight).
 fn chunk_path(shards: &[Vec<PathBuf>], threads: usize, params: &ChunkParams, out: &Path) {
     let rows: u64 = pool(threads).install(|| {
         shards
@@ -140,9 +142,17 @@ fn chunk_path(shards: &[Vec<PathBuf>], threads: usize, params: &ChunkParams, out
                     BTreeMap::new(),
                 )
                 .unwrap();
-                for p in files {
-                    for clip in chunk_file(p, params).unwrap().clips {
-                        w.write_row(&clip.samples).unwrap();
+                // Small batches of files in parallel, written in path order: idle threads can
+                // help with another shard's batch, and memory stays at a batch of clips.
+                for batch in files.chunks(BATCH) {
+                    let done: Vec<_> = batch
+                        .par_iter()
+                        .map(|p| chunk_file(p, params).unwrap())
+                        .collect();
+                    for chunked in done {
+                        for clip in chunked.clips {
+                            w.write_row(&clip.samples).unwrap();
+                        }
                     }
                 }
                 w.finish().unwrap().rows
