@@ -238,13 +238,28 @@ fn normalize_listed(path: &str) -> String {
     p.trim_start_matches("./").to_string()
 }
 
-/// Reads a source's split CSVs (`speaker_column` read too when given).
+/// Which column of the split CSVs holds speakers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeakerColumn<'a> {
+    /// This column, which every CSV must have (`speaker: { column: ... }`).
+    Required(&'a str),
+    /// This column when a CSV has it (the BRSpeech default, `client_id`).
+    IfPresent(&'a str),
+    /// No speakers from the CSVs.
+    None,
+}
+
+/// Speaker column read from a `split: csv` source's files when it has no `speaker` rule.
+pub const DEFAULT_SPEAKER_COLUMN: &str = "client_id";
+
+/// Reads a source's split CSVs, with speakers from `speaker_column`.
 ///
 /// # Errors
-/// `Csv` for unreadable files or rows, `MissingColumn` when a header lacks a named column.
+/// `Csv` for unreadable files or rows, `MissingColumn` when a header lacks the path column or a
+/// required speaker column.
 pub fn read_csv_listing(
     rule: &CsvRule,
-    speaker_column: Option<&str>,
+    speaker_column: SpeakerColumn<'_>,
 ) -> Result<CsvListing, CorpusError> {
     let mut listing = CsvListing::default();
     for (split, file) in &rule.files {
@@ -257,7 +272,7 @@ fn read_one_csv(
     file: &Path,
     split: Split,
     rule: &CsvRule,
-    speaker_column: Option<&str>,
+    speaker_column: SpeakerColumn<'_>,
     listing: &mut CsvListing,
 ) -> Result<(), CorpusError> {
     let csv_err = |source| CorpusError::Csv {
@@ -281,7 +296,11 @@ fn read_one_csv(
             })
     };
     let path_idx = column(&rule.path_column)?;
-    let speaker_idx = speaker_column.map(column).transpose()?;
+    let speaker_idx = match speaker_column {
+        SpeakerColumn::Required(name) => Some(column(name)?),
+        SpeakerColumn::IfPresent(name) => column(name).ok(),
+        SpeakerColumn::None => None,
+    };
     for record in reader.records() {
         let record = record.map_err(csv_err)?;
         let Some(path) = record.get(path_idx).map(normalize_listed) else {
@@ -316,9 +335,8 @@ pub fn place_file(
 ) -> (RuleSplit, Option<String>) {
     let listed = listing.and_then(|l| l.entries.get(relative_path));
     let speaker = match &source.speaker {
-        Some(SpeakerRule::Column(_)) => listed.and_then(|(_, sp)| sp.clone()),
+        Some(SpeakerRule::Column(_)) | None => listed.and_then(|(_, sp)| sp.clone()),
         Some(rule @ SpeakerRule::Regex(_)) => rule.speaker_from_path(relative_path),
-        None => None,
     };
     let rule = match &source.split {
         SplitRule::Folders => {
@@ -394,8 +412,9 @@ pub fn split_corpus(
     for s in sources {
         if let SplitRule::Csv(rule) = &s.split {
             let column = match &s.speaker {
-                Some(SpeakerRule::Column(c)) => Some(c.as_str()),
-                _ => None,
+                Some(SpeakerRule::Column(c)) => SpeakerColumn::Required(c),
+                Some(SpeakerRule::Regex(_)) => SpeakerColumn::None,
+                None => SpeakerColumn::IfPresent(DEFAULT_SPEAKER_COLUMN),
             };
             listings.insert(&s.name, read_csv_listing(rule, column)?);
         }
@@ -658,7 +677,6 @@ mod tests {
   label: bonafide
   root: real
   split: csv
-  speaker: { column: client_id }
 - name: f5tts
   label: spoof
   root: f5
@@ -721,6 +739,28 @@ mod tests {
             Some(&vec!["test/audio/gone.flac".to_string()])
         );
         assert!(out.conflicts.is_empty());
+    }
+
+    #[test]
+    fn csv_without_a_speaker_column_gives_no_speakers_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = brspeech_like(dir.path());
+        let real = dir.path().join("real");
+        for f in ["train.csv", "dev.csv", "test.csv"] {
+            std::fs::write(
+                real.join(f),
+                "wav_filename|transcript\ntrain/audio/a1.flac|x\n",
+            )
+            .unwrap();
+        }
+        let files = vec![CorpusFile {
+            source: "real".into(),
+            path: "train/audio/a1.flac".into(),
+        }];
+        let out = split_corpus(&sources, &files, &SplitConfig::default()).unwrap();
+        assert_eq!(out.placements[0].split, Ok(Split::Train));
+        assert_eq!(out.placements[0].speaker, None);
+        assert_eq!(out.listed_twice.get("real").map(Vec::len), Some(2));
     }
 
     #[test]
