@@ -9,21 +9,19 @@
 //! gradient in a step (the dead `bn1`, a LayerDrop-skipped layer) is skipped entirely, as torch
 //! skips parameters whose `.grad` is `None`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
-
-/// Distinct sets of parameters-with-gradient whose masks are kept (LayerDrop makes the set vary
-/// from step to step; beyond this many the cache is cleared).
-const MASK_CACHE: usize = 64;
 
 /// Adam state for a set of named parameters.
 ///
 /// Parameters of one floating dtype and device are moved into one flat buffer (each parameter
-/// becomes a view of it, through `set_data`), and so are the moments: a step is then a few
-/// kernels over the whole buffer instead of about ten per parameter tensor, which matters on a
-/// GPU where the back end has 175 small tensors. Parameters without a gradient in a step are
-/// masked out, so the arithmetic on the others is exactly the per-tensor update above.
+/// becomes a view of it, through `set_data`), and so are the moments. A step updates each run
+/// of consecutive parameters that have a gradient (and the same step count) with a few kernels
+/// over that slice of the buffer, instead of about ten kernels per parameter tensor, which
+/// matters on a GPU where the back end has 175 small tensors. Parameters are sorted by name, so
+/// a layer skipped by LayerDrop or the dead `bn1` only splits the buffer into a few runs. The
+/// arithmetic per element is exactly the per-tensor update.
 #[derive(Debug)]
 pub struct Adam {
     lr: f64,
@@ -31,8 +29,8 @@ pub struct Adam {
     eps: f64,
     weight_decay: f64,
     params: Vec<(String, Tensor)>,
-    /// Flat parameter buffer, moments, and a zero buffer (gradient stand-in for parameters
-    /// without one); `None` when the parameters do not share one dtype and device.
+    /// Flat parameter and moment buffers; `None` when the parameters do not share one dtype
+    /// and device.
     flat: Option<Flat>,
     exp_avg: BTreeMap<String, Tensor>,
     exp_avg_sq: BTreeMap<String, Tensor>,
@@ -44,11 +42,8 @@ struct Flat {
     param: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    zeros: Tensor,
     /// (offset, numel) of each parameter in the buffers.
     spans: Vec<(i64, i64)>,
-    /// Per set of updated parameters: the element mask (bool) and `mask * (1 - beta1)`.
-    masks: HashMap<Vec<bool>, (Tensor, Tensor)>,
 }
 
 impl Adam {
@@ -141,66 +136,54 @@ impl Adam {
         });
     }
 
-    /// The flat update: the parameters updated together are those with a gradient and the
-    /// same step count (their bias corrections are the same scalars); normally that is all of
-    /// them in one group.
+    /// The flat update, one run of consecutive parameters with a gradient and the same step
+    /// count (hence the same bias corrections) at a time.
     fn step_flat(&mut self, grads: &[Tensor]) {
-        let mut groups: BTreeMap<i64, Vec<bool>> = BTreeMap::new();
+        // (first parameter, one past the last, step count before this update)
+        let mut runs: Vec<(usize, usize, i64)> = Vec::new();
         for (i, ((name, _), g)) in self.params.iter().zip(grads).enumerate() {
-            if g.defined() {
-                let step = self.steps.get(name).copied().unwrap_or(0);
-                groups
-                    .entry(step)
-                    .or_insert_with(|| vec![false; self.params.len()])[i] = true;
+            if !g.defined() {
+                continue;
+            }
+            let step = self.steps.get(name).copied().unwrap_or(0);
+            match runs.last_mut() {
+                Some(run) if run.1 == i && run.2 == step => run.1 = i + 1,
+                _ => runs.push((i, i + 1, step)),
             }
         }
-        if groups.is_empty() {
-            return;
-        }
         let (b1, b2) = self.betas;
-        let flat = self.flat.as_mut().expect("flat buffers");
+        let flat = self.flat.as_ref().expect("flat buffers");
         tch::no_grad(|| {
-            let parts: Vec<Tensor> = grads
-                .iter()
-                .zip(&flat.spans)
-                .map(|(g, &(off, n))| {
-                    if g.defined() {
-                        g.reshape([-1])
-                    } else {
-                        flat.zeros.narrow(0, off, n)
-                    }
-                })
-                .collect();
-            let grad = Tensor::cat(&parts, 0);
-            let g = if self.weight_decay != 0.0 {
-                grad + &flat.param * self.weight_decay
-            } else {
-                grad
-            };
-            let g2 = &g * (1.0 - b2);
-            for (step, active) in groups {
-                if flat.masks.len() >= MASK_CACHE && !flat.masks.contains_key(&active) {
-                    flat.masks.clear();
-                }
-                let (mask, w1) = flat
-                    .masks
-                    .entry(active.clone())
-                    .or_insert_with(|| mask_for(&active, &flat.spans, &flat.param, b1));
-                let _ = flat.exp_avg.lerp_tensor_(&g, w1);
-                let v_new = (&flat.exp_avg_sq * b2).addcmul(&g2, &g);
-                flat.exp_avg_sq
-                    .copy_(&v_new.where_self(mask, &flat.exp_avg_sq));
+            for &(first, end, step) in &runs {
+                let off = flat.spans[first].0;
+                let (last_off, last_n) = flat.spans[end - 1];
+                let len = last_off + last_n - off;
+                let g = if end - first == 1 {
+                    grads[first].reshape([-1])
+                } else {
+                    let parts: Vec<Tensor> =
+                        grads[first..end].iter().map(|g| g.reshape([-1])).collect();
+                    Tensor::cat(&parts, 0)
+                };
+                let mut p = flat.param.narrow(0, off, len);
+                let mut m = flat.exp_avg.narrow(0, off, len);
+                let mut v = flat.exp_avg_sq.narrow(0, off, len);
+                let g = if self.weight_decay != 0.0 {
+                    g + &p * self.weight_decay
+                } else {
+                    g
+                };
+                let _ = m.lerp_(&g, 1.0 - b1);
+                let _ = v.g_mul_scalar_(b2);
+                let _ = v.addcmul_(&(&g * (1.0 - b2)), &g);
                 let step = step + 1;
                 let bias1 = 1.0 - b1.powi(step as i32);
                 let bias2 = 1.0 - b2.powi(step as i32);
                 let step_size = self.lr / bias1;
-                let denom = flat.exp_avg_sq.sqrt() / bias2.sqrt() + self.eps;
-                let update = (&flat.exp_avg * -step_size).where_self(mask, &flat.zeros);
-                let _ = flat.param.addcdiv_(&update, &denom);
-                for ((name, _), on) in self.params.iter().zip(&active) {
-                    if *on {
-                        self.steps.insert(name.clone(), step);
-                    }
+                let denom = v.sqrt() / bias2.sqrt() + self.eps;
+                let _ = p.addcdiv_(&(&m * -step_size), &denom);
+                for (name, _) in &self.params[first..end] {
+                    self.steps.insert(name.clone(), step);
                 }
             }
         });
@@ -317,29 +300,13 @@ impl Flat {
             let mut p = p.shallow_clone();
             p.set_data(&param.narrow(0, off, n).view(p.size().as_slice()));
         }
-        let zeros = Tensor::zeros([total], (kind, device));
         Some(Flat {
-            exp_avg: zeros.zeros_like(),
-            exp_avg_sq: zeros.zeros_like(),
+            exp_avg: Tensor::zeros([total], (kind, device)),
+            exp_avg_sq: Tensor::zeros([total], (kind, device)),
             param,
-            zeros,
             spans,
-            masks: HashMap::new(),
         })
     }
-}
-
-/// The element mask of the parameters marked in `active`, and `mask * (1 - beta1)` (the lerp
-/// weight that leaves the other moments untouched).
-fn mask_for(active: &[bool], spans: &[(i64, i64)], like: &Tensor, b1: f64) -> (Tensor, Tensor) {
-    let parts: Vec<Tensor> = active
-        .iter()
-        .zip(spans)
-        .map(|(&on, &(_, n))| Tensor::full([n], i64::from(on), (Kind::Bool, like.device())))
-        .collect();
-    let mask = Tensor::cat(&parts, 0);
-    let w1 = mask.to_kind(like.kind()) * (1.0 - b1);
-    (mask, w1)
 }
 
 /// A CPU copy that shares no storage with the optimiser's state.
