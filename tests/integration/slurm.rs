@@ -668,3 +668,63 @@ fn fake_cluster_run_matches_a_local_run_and_a_failed_shard_reruns_alone() {
     let st = fake.run(&t, &["status", "--json"]).ok().states();
     assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
 }
+
+#[test]
+fn a_request_the_cluster_cannot_meet_fails_at_once() {
+    let Some(_c) = cluster("a_request_the_cluster_cannot_meet_fails_at_once") else {
+        return;
+    };
+    let t = Test::new();
+    t.pipeline(
+        r#"
+name: big
+executor:
+  cpus: 100000
+stages:
+  a: {kind: command, cmd: "true"}
+  b: {kind: command, cmd: "true", needs: [a]}
+"#,
+    );
+    let t0 = Instant::now();
+    let out = t.run(&["run", "--executor", "slurm", "--json"]).code(1);
+    assert!(t0.elapsed() < Duration::from_secs(30), "not left pending");
+    assert!(
+        out.stderr.contains("cannot start: Slurm keeps it pending"),
+        "{}",
+        out.stderr
+    );
+    let o = out.outcomes();
+    assert_eq!((o["a"].as_str(), o["b"].as_str()), ("failed", "skipped"));
+    let j = journal(&t);
+    for stage in j["stages"].as_array().unwrap() {
+        for job in stage["jobs"].as_array().unwrap() {
+            let state = squeue_state(job["id"].as_str().unwrap());
+            assert!(state.starts_with("CANCELLED"), "{}: {state}", job["id"]);
+        }
+    }
+}
+
+#[test]
+fn fake_cluster_detached_jobs_are_recorded_by_the_next_run() {
+    let fake = Fake::new();
+    let t = workspace("detach", "");
+    let out = fake
+        .run(&t, &["run", "--executor", "slurm", "--detach", "--json"])
+        .ok();
+    assert_eq!(out.json()["detached"], true, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("detached: `brspeech status` shows the jobs"),
+        "{}",
+        out.stderr
+    );
+    // The jobs (which this stand-in runs at once) committed, but nothing recorded them yet.
+    assert!(!t.exists("brspeech.lock"));
+    assert_eq!(t.entries(), 4, "every stage committed by its jobs");
+    let out = fake.run(&t, &["run", "--executor", "slurm", "--json"]).ok();
+    let o = out.outcomes();
+    assert!(o.values().all(|v| v == "ran"), "{o:?}\n{}", out.stderr);
+    assert!(!out.stderr.contains("submitted"), "{}", out.stderr);
+    assert_eq!(lock_entries(&t).len(), 4);
+    assert!(trace(&t).values().all(|&n| n == 1), "{:?}", trace(&t));
+}

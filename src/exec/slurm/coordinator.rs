@@ -1020,6 +1020,7 @@ pub fn run(
             );
             if let Some(f) = verdict.failure {
                 changed = true;
+                let f_cancel_all = f.cancel_all;
                 if f.skipped {
                     t.state = TState::Skipped;
                     sink.emit(Event::StageSkipped {
@@ -1056,7 +1057,11 @@ pub fn run(
                 planned[t.i] = Planned::Failed;
                 // The stage's own key and final jobs never run now; its other shard tasks
                 // finish (their results serve the next run) unless the run stops.
-                for job in t.jobs.iter().filter(|j| j.role != Role::Shards) {
+                for job in t
+                    .jobs
+                    .iter()
+                    .filter(|j| f_cancel_all || j.role != Role::Shards)
+                {
                     to_cancel.push(job.id.clone());
                 }
                 if !coord.opts.keep_going {
@@ -1264,6 +1269,8 @@ struct TrackFailure {
     message: String,
     log: Option<PathBuf>,
     skipped: bool,
+    /// Cancel every job of the stage (it can never run as submitted).
+    cancel_all: bool,
 }
 
 #[derive(Default)]
@@ -1284,6 +1291,7 @@ fn judge_track(
 ) -> Verdict {
     let mut v = Verdict::default();
     let mut all_ended = true;
+    let mut more: Vec<String> = Vec::new();
     let mut ticket: Option<Option<Ticket>> = None;
     let mut ticket = || -> Option<Ticket> {
         ticket
@@ -1339,15 +1347,22 @@ fn judge_track(
                     {
                         v.failure = Some(TrackFailure {
                             message: format!(
-                                "{what} cannot start: Slurm keeps it pending ({reason}); check the partition, account, QOS, time and memory in `executor:`"
+                                "{what} cannot start: Slurm keeps it pending ({reason}); its partition cannot meet the request: check `partition`, `account`, `qos`, `time`, `mem`, `cpus` in `executor:` and the stage's `resources`"
                             ),
                             log: None,
                             skipped: false,
+                            cancel_all: true,
                         });
                     }
                 }
                 View::Cancelled(reason) => {
-                    if ours.contains(&job.id) || v.failure.is_some() {
+                    if ours.contains(&job.id) {
+                        continue;
+                    }
+                    if v.failure.is_some() {
+                        if reason != "DependencyNeverSatisfied" {
+                            more.push(what);
+                        }
                         continue;
                     }
                     if reason == "DependencyNeverSatisfied" {
@@ -1355,6 +1370,7 @@ fn judge_track(
                             message: "an upstream job failed: Slurm cancelled its jobs (`--kill-on-invalid-dep`)".into(),
                             log: None,
                             skipped: true,
+                            cancel_all: false,
                         });
                     } else {
                         v.failure = Some(TrackFailure {
@@ -1363,11 +1379,13 @@ fn judge_track(
                             ),
                             log: Some(job.log_of(task)),
                             skipped: false,
+                            cancel_all: false,
                         });
                     }
                 }
                 View::Failed(state, reason) => {
                     if v.failure.is_some() {
+                        more.push(what);
                         continue;
                     }
                     let why = match state.as_str() {
@@ -1385,19 +1403,36 @@ fn judge_track(
                         message: format!("{what} {why}"),
                         log: Some(job.log_of(task)),
                         skipped: false,
+                        cancel_all: false,
                     });
                 }
                 View::Unknown => {}
             }
         }
     }
-    if v.failure.is_some() {
+    if let Some(f) = &mut v.failure {
         v.final_done = false;
+        if !more.is_empty() {
+            const NAMED: usize = 5;
+            let mut list = more
+                .iter()
+                .take(NAMED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if more.len() > NAMED {
+                list.push_str(&format!(" and {} more", more.len() - NAMED));
+            }
+            f.message.push_str(&format!(
+                "; also failed or cancelled: {list} (logs beside it)"
+            ));
+        }
     } else if all_ended && !v.final_done {
         v.failure = Some(TrackFailure {
             message: "its jobs were cancelled before it finished".into(),
             log: None,
             skipped: true,
+            cancel_all: false,
         });
     }
     v
