@@ -145,7 +145,11 @@ pub fn worker(session: &Session<'_>, args: &WorkerArgs) -> Result<(), ExecError>
         }
         Step::Final => job.finish(args.prepare),
     };
-    let _ = session.stat.save();
+    // Shard tasks leave the stat cache alone: hundreds of them finishing together would each
+    // rewrite it (the key and final steps, which hash the deps, keep it current).
+    if args.step != Step::Shard {
+        let _ = session.stat.save();
+    }
     result
 }
 
