@@ -562,7 +562,12 @@ pub fn dry_run(
     slurm: &dyn Slurm,
 ) -> Result<String, ExecError> {
     let quiet = |_m: String| {};
-    let slurm = Retrying::new(slurm, sopts.backoff, &quiet);
+    // A dry run does not wait long for a controller that does not answer.
+    let backoff = super::Backoff {
+        budget: sopts.backoff.budget.min(std::time::Duration::from_secs(5)),
+        ..sopts.backoff
+    };
+    let slurm = Retrying::new(slurm, backoff, &quiet);
     let mut lock = LockFile::load(&session.pipeline.lock_path(), &session.pipeline.name)?;
     let mut summaries = vec![None; session.pipeline.stages.len()];
     let mut failed_env = false;
