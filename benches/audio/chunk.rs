@@ -4,7 +4,8 @@
 //! wall-second, the median of several repeats.
 //!
 //! Run: `cargo bench --no-default-features --bench chunk` (env: `BENCH_REPEATS`, default 5;
-//! `BENCH_FILES`, default 200; `BENCH_SKIP_PYTHON=1` to leave the baseline out;
+//! `BENCH_FILES`, default 200; `BENCH_SKIP_PYTHON=1` to leave both Python baselines out,
+//! `BENCH_SKIP_TORCHAUDIO=1` the torchaudio one;
 //! `BENCH_OUT_DIR`, where shards are written; `BENCH_PROFILE=1` for a per-step breakdown).
 
 #[path = "../../tests/audio_support/mod.rs"]
@@ -269,7 +270,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn python(files: &[PathBuf], repeats: usize) -> Option<Vec<(f64, f64)>> {
+fn python(files: &[PathBuf], repeats: usize, implementation: &str) -> Option<Vec<(f64, f64)>> {
     let list = std::env::temp_dir().join(format!("brspeech-bench-{}.txt", std::process::id()));
     let text: String = files.iter().map(|p| format!("{}\n", p.display())).collect();
     std::fs::write(&list, text).unwrap();
@@ -278,6 +279,7 @@ fn python(files: &[PathBuf], repeats: usize) -> Option<Vec<(f64, f64)>> {
         .arg(script)
         .arg(&list)
         .arg(repeats.to_string())
+        .arg(implementation)
         .output();
     let _ = std::fs::remove_file(&list);
     let out = match out {
@@ -393,15 +395,27 @@ fn main() {
         .zip(&times)
         .map(|((name, _), t)| ((*name).to_string(), med(t)))
         .collect();
-    if std::env::var_os("BENCH_SKIP_PYTHON").is_none()
-        && let Some(runs) = python(&files, repeats.max(1) + 1)
-        && runs.len() > 1
-    {
-        // The first Python repeat warms imports and caches; it is left out.
-        rows.push((
-            "python: soundfile + soxr HQ + repeat-pad, 1 process".into(),
-            med(&runs[1..]),
-        ));
+    let baselines = [
+        (
+            "soundfile",
+            "python: soundfile + soxr HQ + repeat-pad, 1 process",
+        ),
+        (
+            "torchaudio",
+            "python: torchaudio.load + functional.resample + repeat-pad, 1 thread",
+        ),
+    ];
+    for (implementation, label) in baselines {
+        let skip = std::env::var_os("BENCH_SKIP_PYTHON").is_some()
+            || (implementation == "torchaudio"
+                && std::env::var_os("BENCH_SKIP_TORCHAUDIO").is_some());
+        if !skip
+            && let Some(runs) = python(&files, repeats.max(1) + 1, implementation)
+            && runs.len() > 1
+        {
+            // The first Python repeat warms imports and caches; it is left out.
+            rows.push((label.into(), med(&runs[1..])));
+        }
     }
     println!(
         "audio chunk benchmark: {} FLAC files in {SHARDS} shards, {:.1} audio-seconds, rates {:?}, median of {repeats}",
