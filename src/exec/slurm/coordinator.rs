@@ -995,20 +995,20 @@ pub fn run(
             }
             let verdict = judge_track(&coord, &tracks[k], &states, &ours);
             let t = &mut tracks[k];
-            if verdict.started && !t.announced {
+            // A stage starts when a task of it runs and its key is known (a stage whose key
+            // turns out to be in the cache already is not announced: nothing runs for it).
+            if verdict.started
+                && !t.announced
+                && let Ok(Some(tk)) = coord.paths.load_ticket(&t.name)
+            {
                 t.announced = true;
                 t.started = Some(Instant::now());
-                let reasons = coord
-                    .paths
-                    .load_ticket(&t.name)
-                    .ok()
-                    .flatten()
-                    .map(|tk| tk.reasons)
-                    .unwrap_or_default();
-                sink.emit(Event::StageStarted {
-                    stage: t.name.clone(),
-                    reasons,
-                });
+                if !tk.cached {
+                    sink.emit(Event::StageStarted {
+                        stage: t.name.clone(),
+                        reasons: tk.reasons,
+                    });
+                }
             }
             if t.shards > 0 && verdict.shards_done != t.progress {
                 t.progress = verdict.shards_done;
