@@ -362,7 +362,13 @@ impl Stage for ScanCorpus {
         let stage = ctx.name().to_owned();
         let _: Params = ctx.params()?;
         let sources = items::sources(ctx.pipeline(), &stage)?;
+        let started = std::time::Instant::now();
+        let lap = |what: &str| {
+            ctx.log()
+                .line(&format!("{what}: {:.3} s", started.elapsed().as_secs_f64()));
+        };
         let walk = walk_sources(&sources);
+        lap("walk done");
         Self::judge_walk(ctx, &sources, &walk)?;
         ctx.check_cancelled()?;
         let (generated, counts) = Self::generate(ctx, &sources)?;
@@ -384,6 +390,7 @@ impl Stage for ScanCorpus {
         let n_generated = generated.len();
         found.extend(generated);
 
+        lap("generate done");
         let progress = ctx.progress("fingerprint", found.len() as u64);
         let rows: Vec<ManifestRow> = found
             .par_chunks(512)
@@ -410,6 +417,7 @@ impl Stage for ScanCorpus {
             .flatten()
             .collect();
         progress.finish();
+        lap("fingerprint done");
 
         let out = ctx.out_dir();
         let manifest = out.join(MANIFEST);
@@ -452,6 +460,7 @@ impl Stage for ScanCorpus {
         write_json(&stage, &out.join("scan.json"), &report)?;
         let defs: Vec<&SourceDef> = sources.iter().map(|s| &s.def).collect();
         write_json(&stage, &out.join("sources.json"), &defs)?;
+        lap("outputs written");
         ctx.log().line(&format!(
             "{} files in {} sources ({} generated: {} new, {} reused)",
             rows.len(),
