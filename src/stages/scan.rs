@@ -478,3 +478,52 @@ fn write_json<T: Serialize>(stage: &str, path: &Path, value: &T) -> Result<(), S
     text.push('\n');
     std::fs::write(path, text).map_err(|e| items::io_error(stage, path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::validate_sources;
+
+    /// The dep filter hashes exactly the files the walk takes, except excluded and hidden ones
+    /// (globs cannot express "not"; hashing them too only reruns the scan, whose output is then
+    /// unchanged).
+    #[test]
+    fn dep_globs_match_what_the_source_includes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("r")).unwrap();
+        let defs: Vec<SourceDef> = serde_yaml::from_str(
+            r#"
+- name: default
+  label: spoof
+  root: r
+- name: custom
+  label: spoof
+  root: r
+  include: ["*.FLAC", "train/**/*.wav", "./top/*.mp3"]
+"#,
+        )
+        .unwrap();
+        let sources = validate_sources(&defs, dir.path()).unwrap();
+        let paths = [
+            "a.flac",
+            "x/y/A.Flac",
+            "b.wav",
+            "train/s1/c.wav",
+            "train/c.WAV",
+            "dev/c.wav",
+            "top/d.mp3",
+            "top/sub/d.mp3",
+            "notes.txt",
+            "train.csv",
+            "x/e.opus",
+            "x/f.mp3.txt",
+        ];
+        for (def, source) in defs.iter().zip(&sources) {
+            let globs = glob_set(&include_globs(def)).unwrap();
+            for p in paths {
+                let walk = source.matcher.classify(p) == crate::corpus::source::Match::Include;
+                assert_eq!(globs.is_match(p), walk, "`{p}` in source `{}`", def.name);
+            }
+        }
+    }
+}

@@ -514,6 +514,12 @@ fn added_files_new_sources_and_removed_sources_process_only_what_changed() {
             .all(|r| r.source != "b")
     );
 
+    // A forced rerun finds every shard in its memo entry: nothing is decoded again (what a
+    // killed run or a second worker finds too).
+    let forced = t.run(&["run", "--json", "--force", "chunk"]).ok();
+    assert_eq!(forced.outcomes()["chunk"], "ran");
+    assert_eq!(items(&forced, "chunk"), (0, 11));
+
     // The incrementally built outputs are byte for byte those of a fresh run in another cache.
     let incremental: Vec<_> = ["scan", "meta", "chunk"]
         .iter()
