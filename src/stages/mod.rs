@@ -2,7 +2,11 @@
 //! of kinds. Each kind is one module implementing [`Stage`]; adding a kind is one line in
 //! [`REGISTRY`] (docs/architecture.md).
 
+pub mod chunk;
 pub mod command;
+pub(crate) mod items;
+pub mod metadata;
+pub mod scan;
 pub mod shard_demo;
 #[cfg(test)]
 pub(crate) mod testkind;
@@ -30,7 +34,13 @@ pub const KINDS: &[&str] = &[
 ];
 
 /// The kinds available in this build. Adding a kind: write its module, add it here.
-pub static REGISTRY: &[&dyn Stage] = &[&command::Command, &shard_demo::ShardDemo];
+pub static REGISTRY: &[&dyn Stage] = &[
+    &command::Command,
+    &scan::ScanCorpus,
+    &metadata::BuildMetadata,
+    &chunk::ChunkAudio,
+    &shard_demo::ShardDemo,
+];
 
 /// A stage kind: how a stage of that kind is checked, keyed and run.
 pub trait Stage: Send + Sync {
