@@ -5,6 +5,8 @@ mod common;
 mod integration {
     mod cache;
     mod crash;
+    #[cfg(feature = "torch")]
+    mod e2e;
     mod errors;
     mod graph;
     mod locking;

@@ -3,8 +3,12 @@
 //! [`REGISTRY`] (docs/architecture.md).
 
 pub mod command;
+pub mod evaluate;
+pub mod extract;
+pub mod model_data;
 #[cfg(test)]
 pub(crate) mod testkind;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
@@ -28,7 +32,12 @@ pub const KINDS: &[&str] = &[
 ];
 
 /// The kinds available in this build. Adding a kind: write its module, add it here.
-pub static REGISTRY: &[&dyn Stage] = &[&command::Command];
+pub static REGISTRY: &[&dyn Stage] = &[
+    &command::Command,
+    &extract::ExtractSsl,
+    &train::TrainAasist,
+    &evaluate::Evaluate,
+];
 
 /// A stage kind: how a stage of that kind is checked, keyed and run.
 pub trait Stage: Send + Sync {
