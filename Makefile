@@ -48,5 +48,8 @@ lint: libtorch
 
 # Engine benchmark: no-op status/run over 10k and 100k dep files, cold and warm, next to
 # `dvc status` (installed into .deps/engine-bench-venv). Results: target/bench/engine.md.
+# Scan benchmark: scan_corpus over 450k files against the `stat` floor, and the corpus stages
+# end to end. Results: target/bench/scan.md.
 bench: build
 	benches/engine/run.sh
+	benches/scan/run.sh

@@ -4,6 +4,7 @@ mod common;
 
 mod integration {
     mod cache;
+    mod corpus_stages;
     mod crash;
     #[cfg(feature = "torch")]
     mod e2e;

@@ -88,20 +88,42 @@ pub fn render_command(cmd_template: &str, text: &str, out: &Path) -> Result<Stri
     Ok(rendered)
 }
 
-/// Runs `cmd_template` for `text` with `sh -c`, writing to `out`, and checks that it
-/// succeeded and wrote a non-empty file.
+/// Runs `cmd_template` for `text` with `sh -c` in the current folder, writing to `out`, and
+/// checks that it succeeded and wrote a non-empty file.
+///
+/// # Errors
+/// As [`run_generate_in`].
+pub fn run_generate(cmd_template: &str, text: &str, out: &Path) -> Result<(), CorpusError> {
+    run_generate_in(None, cmd_template, text, out)
+}
+
+/// Runs `cmd_template` for `text` with `sh -c` in `dir` (the pipeline's folder, so that
+/// relative paths in the command resolve as they do for `command` stages; `None`: the current
+/// folder), writing to `out`, and checks that it succeeded and wrote a non-empty
+/// file.
 ///
 /// # Errors
 /// `Generate` with the exit status and the end of stderr when the command fails or cannot
 /// start; `GenerateNoOutput` when it succeeds without writing `out`; `Quote`.
-pub fn run_generate(cmd_template: &str, text: &str, out: &Path) -> Result<(), CorpusError> {
+pub fn run_generate_in(
+    dir: Option<&Path>,
+    cmd_template: &str,
+    text: &str,
+    out: &Path,
+) -> Result<(), CorpusError> {
+    // The command runs elsewhere: a relative output path must not move with it.
+    let out = &std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
     let rendered = render_command(cmd_template, text, out)?;
     let fail = |status: String, stderr: String| CorpusError::Generate {
         cmd: rendered.clone(),
         status,
         stderr,
     };
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .arg("-c")
         .arg(&rendered)
         .stdin(Stdio::null())
@@ -199,6 +221,18 @@ mod tests {
             msg.contains("exited with status 3") && msg.contains("boom"),
             "{msg}"
         );
+
+        // Relative paths in the command resolve against the given folder.
+        std::fs::write(dir.path().join("template.txt"), "tone").unwrap();
+        let copied = dir.path().join("copied.txt");
+        run_generate_in(
+            Some(dir.path()),
+            "cp template.txt {out} # {text}",
+            "x",
+            &copied,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&copied).unwrap(), "tone");
 
         let missing = dir.path().join("never.wav");
         let err = run_generate("true {text} {out}", "x", &missing).unwrap_err();

@@ -1,5 +1,6 @@
-//! Metadata files of `build_metadata`: `train.csv` / `val.csv` / `test.csv`, `rejected.csv`
-//! and `stats.json` — record types, writers (sorted, deterministic bytes) and readers.
+//! Metadata files of the corpus stages: the scan manifest (`manifest.csv`), `train.csv` /
+//! `val.csv` / `test.csv`, `rejected.csv`, `stats.json` and the probe records kept for reuse
+//! (`probes.csv`) — record types, writers (sorted, deterministic bytes) and readers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -140,6 +141,91 @@ pub fn write_rejected(path: &Path, rows: &[RejectedRow]) -> Result<(), CorpusErr
 /// # Errors
 /// `Csv` when the file cannot be read or a row does not parse.
 pub fn read_rejected(path: &Path) -> Result<Vec<RejectedRow>, CorpusError> {
+    read_csv(path)
+}
+
+/// One file found by the scan (`manifest.csv`: `path,source,label,size,digest`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Path relative to the source root (for a generated source, the generated file's name).
+    pub path: String,
+    /// Source name.
+    pub source: String,
+    /// `bonafide` or `spoof`.
+    pub label: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content digest (blake3 hex) of the file.
+    pub digest: String,
+}
+
+/// Header of `manifest.csv`.
+pub const MANIFEST_HEADER: [&str; 5] = ["path", "source", "label", "size", "digest"];
+
+/// Writes `manifest.csv`, rows sorted by (source, path).
+///
+/// # Errors
+/// `Csv` when the file cannot be written.
+pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<(), CorpusError> {
+    let mut sorted: Vec<&ManifestRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
+    write_csv(path, &MANIFEST_HEADER, &sorted)
+}
+
+/// Reads `manifest.csv`.
+///
+/// # Errors
+/// `Csv` when the file cannot be read or a row does not parse.
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>, CorpusError> {
+    read_csv(path)
+}
+
+/// The outcome of probing one file, kept so that a later run can reuse it instead of decoding
+/// the file again (`probes.csv`: `source,path,item,reason,duration_s,sample_rate,channels`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRow {
+    /// Source name.
+    pub source: String,
+    /// Path relative to the source root.
+    pub path: String,
+    /// Key of the probe: the file's content digest and the probe parameters.
+    pub item: String,
+    /// Rejection reason; empty when the file was accepted.
+    pub reason: String,
+    /// Decoded duration in seconds (0 when rejected).
+    pub duration_s: f64,
+    /// Native sample rate in Hz (0 when rejected).
+    pub sample_rate: u32,
+    /// Channels (0 when rejected).
+    pub channels: u16,
+}
+
+/// Header of `probes.csv`.
+pub const PROBES_HEADER: [&str; 7] = [
+    "source",
+    "path",
+    "item",
+    "reason",
+    "duration_s",
+    "sample_rate",
+    "channels",
+];
+
+/// Writes `probes.csv`, rows sorted by (source, path).
+///
+/// # Errors
+/// `Csv` when the file cannot be written.
+pub fn write_probes(path: &Path, rows: &[ProbeRow]) -> Result<(), CorpusError> {
+    let mut sorted: Vec<&ProbeRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
+    write_csv(path, &PROBES_HEADER, &sorted)
+}
+
+/// Reads `probes.csv`.
+///
+/// # Errors
+/// `Csv` when the file cannot be read or a row does not parse.
+pub fn read_probes(path: &Path) -> Result<Vec<ProbeRow>, CorpusError> {
     read_csv(path)
 }
 
@@ -355,6 +441,68 @@ mod tests {
         assert_eq!(
             read_rejected(&dir.path().join("rejected.csv")).unwrap(),
             rejected
+        );
+    }
+
+    #[test]
+    fn manifest_and_probe_records_round_trip_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = vec![
+            ManifestRow {
+                path: "b.wav".into(),
+                source: "tts".into(),
+                label: "spoof".into(),
+                size: 10,
+                digest: "ab".into(),
+            },
+            ManifestRow {
+                path: "z, \"q\".flac".into(),
+                source: "real".into(),
+                label: "bonafide".into(),
+                size: 0,
+                digest: "cd".into(),
+            },
+        ];
+        let path = dir.path().join("manifest.csv");
+        write_manifest(&path, &manifest).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("path,source,label,size,digest\n\"z, \"\"q\"\".flac\",real,"),
+            "{text}"
+        );
+        let back = read_manifest(&path).unwrap();
+        assert_eq!(back, vec![manifest[1].clone(), manifest[0].clone()]);
+        write_manifest(&path, &[]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", MANIFEST_HEADER.join(","))
+        );
+
+        let probes = vec![
+            ProbeRow {
+                source: "real".into(),
+                path: "b.flac".into(),
+                item: "k2".into(),
+                reason: "truncated".into(),
+                duration_s: 0.0,
+                sample_rate: 0,
+                channels: 0,
+            },
+            ProbeRow {
+                source: "real".into(),
+                path: "a.flac".into(),
+                item: "k1".into(),
+                reason: String::new(),
+                duration_s: 1.25,
+                sample_rate: 44_100,
+                channels: 2,
+            },
+        ];
+        let path = dir.path().join("probes.csv");
+        write_probes(&path, &probes).unwrap();
+        assert_eq!(
+            read_probes(&path).unwrap(),
+            vec![probes[1].clone(), probes[0].clone()]
         );
     }
 

@@ -12,10 +12,12 @@ use std::path::PathBuf;
 
 pub use generate::{
     generate_key, generated_name, parse_texts, read_texts, render_command, run_generate,
+    run_generate_in,
 };
 pub use metadata::{
-    MetadataRow, RejectedRow, Stats, compute_stats, read_metadata_csv, read_rejected,
-    read_split_csvs, read_stats, write_rejected, write_split_csvs, write_stats,
+    ManifestRow, MetadataRow, ProbeRow, RejectedRow, Stats, compute_stats, read_manifest,
+    read_metadata_csv, read_probes, read_rejected, read_split_csvs, read_stats, write_manifest,
+    write_probes, write_rejected, write_split_csvs, write_stats,
 };
 pub use source::{
     DEFAULT_INCLUDE, Label, Origin, Source, SourceDef, SourceIssue, SplitDef, validate_sources,

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use index::{IndexRow, read_index, write_index};
+pub use index::{
+    IndexRow, RejectedItem, read_index, read_rejected_items, write_index, write_rejected_items,
+};
 pub use reader::ShardReader;
 pub use writer::{ShardSummary, ShardWriter};
 
@@ -417,5 +419,28 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("shard,row,path,source,label,split,speaker,offset,item\n"));
         assert_eq!(read_index(&path).unwrap(), rows);
+        // A file without rows keeps its header.
+        write_index(&path, &[]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "shard,row,path,source,label,split,speaker,offset,item\n"
+        );
+        assert!(read_index(&path).unwrap().is_empty());
+
+        let rejected = vec![RejectedItem {
+            path: "a, b.wav".into(),
+            source: "tts".into(),
+            reason: "all_silent".into(),
+            item: "ef56".into(),
+        }];
+        let rpath = dir.path().join("rejected.csv");
+        write_rejected_items(&rpath, &rejected).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&rpath).unwrap(),
+            "path,source,reason,item\n\"a, b.wav\",tts,all_silent,ef56\n"
+        );
+        assert_eq!(read_rejected_items(&rpath).unwrap(), rejected);
+        write_rejected_items(&rpath, &[]).unwrap();
+        assert!(read_rejected_items(&rpath).unwrap().is_empty());
     }
 }

@@ -2,10 +2,14 @@
 //! of kinds. Each kind is one module implementing [`Stage`]; adding a kind is one line in
 //! [`REGISTRY`] (docs/architecture.md).
 
+pub mod chunk;
 pub mod command;
 pub mod evaluate;
 pub mod extract;
+pub(crate) mod items;
+pub mod metadata;
 pub mod model_data;
+pub mod scan;
 #[cfg(test)]
 pub(crate) mod testkind;
 pub mod train;
@@ -34,6 +38,9 @@ pub const KINDS: &[&str] = &[
 /// The kinds available in this build. Adding a kind: write its module, add it here.
 pub static REGISTRY: &[&dyn Stage] = &[
     &command::Command,
+    &scan::ScanCorpus,
+    &metadata::BuildMetadata,
+    &chunk::ChunkAudio,
     &extract::ExtractSsl,
     &train::TrainAasist,
     &evaluate::Evaluate,
