@@ -10,6 +10,21 @@ use rand::{RngExt, SeedableRng};
 
 use crate::common::{Out, Test, kill9};
 
+/// Runs the CLI in `t` with one libtorch thread (test machines are shared; OpenMP threads that
+/// spin-wait on busy cores make multi-threaded runs far slower there).
+fn run(t: &Test, args: &[&str]) -> Out {
+    let o = t
+        .command(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -96,7 +111,7 @@ fn demo_pipeline_end_to_end() {
     let t = demo_workspace();
 
     // A fresh run completes and writes metrics, plots and the model.
-    let out = t.run(&["run", DEMO, "--json"]).ok();
+    let out = run(&t, &["run", DEMO, "--json"]).ok();
     let first = items(&out);
     for s in STAGES {
         assert_eq!(first[s].0, "ran", "{s}: {first:?}");
@@ -145,15 +160,15 @@ fn demo_pipeline_end_to_end() {
     assert_eq!(model["backend"]["ssl_dim"], 64);
 
     // A second run is entirely cached.
-    let again = t.run(&["run", DEMO, "--json"]).ok().outcomes();
+    let again = run(&t, &["run", DEMO, "--json"]).ok().outcomes();
     assert!(again.values().all(|o| o == "cached"), "{again:?}");
 
     // `graph` shows the DAG.
-    let graph = t.run(&["graph", DEMO]).ok().stdout;
+    let graph = run(&t, &["graph", DEMO]).ok().stdout;
     for s in STAGES {
         assert!(graph.contains(s), "{graph}");
     }
-    let dot = t.run(&["graph", DEMO, "--format", "dot"]).ok().stdout;
+    let dot = run(&t, &["graph", DEMO, "--format", "dot"]).ok().stdout;
     for edge in [
         "\"scan\" -> \"metadata\"",
         "\"metadata\" -> \"chunk\"",
@@ -168,13 +183,13 @@ fn demo_pipeline_end_to_end() {
     // Changing a training param reruns exactly train and evaluate.
     let yaml = t.read(DEMO);
     t.write(DEMO, &yaml.replacen("  lr: 1.0e-4\n", "  lr: 2.0e-4\n", 1));
-    let st = t.run(&["status", DEMO, "--json"]).ok().states();
+    let st = run(&t, &["status", DEMO, "--json"]).ok().states();
     assert_eq!(st["train"].0, "stale", "{st:?}");
     assert!(
         st["train"].1.iter().any(|r| r.contains("params.lr")),
         "{st:?}"
     );
-    let changed = t.run(&["run", DEMO, "--json"]).ok().outcomes();
+    let changed = run(&t, &["run", DEMO, "--json"]).ok().outcomes();
     for s in STAGES {
         let want = if s == "train" || s == "evaluate" {
             "ran"
@@ -192,7 +207,7 @@ fn demo_pipeline_end_to_end() {
         Some(330.0),
         1,
     );
-    let added = items(&t.run(&["run", DEMO, "--json"]).ok());
+    let added = items(&run(&t, &["run", DEMO, "--json"]).ok());
     assert_eq!(added["chunk"].0, "ran", "{added:?}");
     assert_eq!(
         (added["chunk"].1, added["chunk"].2),
@@ -228,7 +243,7 @@ fn demo_pipeline_end_to_end() {
         1,
     );
     t.write(DEMO, &with_source);
-    let plugged = items(&t.run(&["run", DEMO, "--json"]).ok());
+    let plugged = items(&run(&t, &["run", DEMO, "--json"]).ok());
     assert_eq!(plugged["chunk"].1, Some(12), "{plugged:?}");
     assert_eq!(plugged["extract"].1, Some(12), "{plugged:?}");
     assert_eq!(plugged["evaluate"].0, "ran", "{plugged:?}");
@@ -249,15 +264,18 @@ fn demo_pipeline_end_to_end() {
         .to_string_lossy()
         .into_owned();
     t.write("not-audio.wav", "this is not audio");
-    let p = t.run(&[
-        "predict",
-        "--model",
-        "outputs/demo/train/model",
-        "--device",
-        "cpu",
-        &some,
-        "not-audio.wav",
-    ]);
+    let p = run(
+        &t,
+        &[
+            "predict",
+            "--model",
+            "outputs/demo/train/model",
+            "--device",
+            "cpu",
+            &some,
+            "not-audio.wav",
+        ],
+    );
     let p = p.code(4);
     let lines: Vec<&str> = p.stdout.lines().collect();
     assert_eq!(lines[0], "path,logit,score,error", "{}", p.stdout);
@@ -267,16 +285,18 @@ fn demo_pipeline_end_to_end() {
     let score: f64 = cols[2].parse().unwrap();
     assert!(logit.is_finite() && (score - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-9);
     assert!(lines[2].starts_with("not-audio.wav,,,"), "{}", p.stdout);
-    let j = t
-        .run(&[
+    let j = run(
+        &t,
+        &[
             "predict",
             "--model",
             "outputs/demo/train/model",
             "--json",
             &some,
-        ])
-        .ok()
-        .json();
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(j[0]["path"], some.as_str());
     assert!(
         (j[0]["logit"].as_f64().unwrap() - logit).abs() < 1e-4,
@@ -330,7 +350,7 @@ fn separable_synthetic_corpus_reaches_a_low_eer() {
     let t = Test::new();
     synthetic(&t, 36);
     t.pipeline(&synthetic_pipeline(6, 1e-3));
-    t.run(&["run"]).ok();
+    run(&t, &["run"]).ok();
     let m = json_file(&t, "outputs/synth/evaluate/metrics.json");
     let counts = &m["counts"];
     assert!(
@@ -381,8 +401,14 @@ fn killed_training_resumes_from_its_last_epoch() {
     let t = Test::new();
     synthetic(&t, 24);
     t.pipeline(&synthetic_pipeline(10, 1e-3));
-    t.run(&["run", "extract"]).ok();
-    let mut child = t.spawn(&["run"]);
+    run(&t, &["run", "extract"]).ok();
+    let mut child = t
+        .command(&["run"])
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while last_epoch(&t).is_none_or(|(n, _)| n < 2) {
         assert!(
@@ -397,7 +423,7 @@ fn killed_training_resumes_from_its_last_epoch() {
     kill9(&mut child);
     let (killed_at, dir) = last_epoch(&t).unwrap();
     assert!(killed_at < 10, "the run finished before it was killed");
-    let out = t.run(&["run", "--json"]).ok().outcomes();
+    let out = run(&t, &["run", "--json"]).ok().outcomes();
     assert_eq!(out["train"], "ran", "{out:?}");
     let log = t.read("outputs/synth/train/train_log.jsonl");
     let starts: Vec<u64> = log
@@ -456,8 +482,9 @@ fn model_import_predict_export_and_bad_checkpoints() {
     let ssl = repo().join("models/wav2vec2-tiny-random");
     let ssl = ssl.to_str().unwrap();
     std::fs::write(t.path("AASIST.safetensors"), reference_backend(None)).unwrap();
-    let out = t
-        .run(&[
+    let out = run(
+        &t,
+        &[
             "model",
             "import",
             "--ssl",
@@ -470,8 +497,9 @@ fn model_import_predict_export_and_bad_checkpoints() {
             "off",
             "--out",
             "imported",
-        ])
-        .ok();
+        ],
+    )
+    .ok();
     assert!(
         out.stdout.contains("wrote model checkpoint `imported`"),
         "{}",
@@ -483,23 +511,28 @@ fn model_import_predict_export_and_bad_checkpoints() {
     assert_eq!(config["preprocessing"]["trim"], false);
 
     write_wav(&t.path("a.wav"), 1.0, Some(440.0), 5);
-    let p = t
-        .run(&["predict", "--model", "imported", "--device", "cpu", "a.wav"])
-        .ok();
+    let p = run(
+        &t,
+        &["predict", "--model", "imported", "--device", "cpu", "a.wav"],
+    )
+    .ok();
     let row: Vec<&str> = p.stdout.lines().nth(1).unwrap().split(',').collect();
     assert_eq!(row[0], "a.wav");
     assert!(row[1].parse::<f64>().unwrap().is_finite(), "{}", p.stdout);
     assert_eq!(row[3], "");
 
     // Export gives the reference back end back, tensor for tensor.
-    t.run(&[
-        "model",
-        "export",
-        "--model",
-        "imported",
-        "--backend-out",
-        "back.safetensors",
-    ])
+    run(
+        &t,
+        &[
+            "model",
+            "export",
+            "--model",
+            "imported",
+            "--backend-out",
+            "back.safetensors",
+        ],
+    )
     .ok();
     let original = std::fs::read(t.path("AASIST.safetensors")).unwrap();
     let original = safetensors::SafeTensors::deserialize(&original).unwrap();
@@ -521,8 +554,9 @@ fn model_import_predict_export_and_bad_checkpoints() {
         reference_backend(Some("GAT_layer_S.att_weight")),
     )
     .unwrap();
-    let e = t
-        .run(&[
+    let e = run(
+        &t,
+        &[
             "model",
             "import",
             "--ssl",
@@ -531,8 +565,9 @@ fn model_import_predict_export_and_bad_checkpoints() {
             "missing.safetensors",
             "--out",
             "m2",
-        ])
-        .code(2);
+        ],
+    )
+    .code(2);
     assert!(
         e.stderr.contains("missing key `GAT_layer_S.att_weight`"),
         "{}",
@@ -544,8 +579,9 @@ fn model_import_predict_export_and_bad_checkpoints() {
     let mut pickle = b"PK\x03\x04".to_vec();
     pickle.extend_from_slice(&[0u8; 60]);
     std::fs::write(t.path("AASIST.pth"), pickle).unwrap();
-    let e = t
-        .run(&[
+    let e = run(
+        &t,
+        &[
             "model",
             "import",
             "--ssl",
@@ -554,32 +590,33 @@ fn model_import_predict_export_and_bad_checkpoints() {
             "AASIST.pth",
             "--out",
             "m3",
-        ])
-        .code(2);
+        ],
+    )
+    .code(2);
     assert!(e.stderr.contains("pickle"), "{}", e.stderr);
     assert!(e.stderr.contains("save_file"), "{}", e.stderr);
 
     // `predict` with a folder that is not a model checkpoint.
     std::fs::create_dir_all(t.path("empty")).unwrap();
-    let e = t.run(&["predict", "--model", "empty", "a.wav"]).code(2);
+    let e = run(&t, &["predict", "--model", "empty", "a.wav"]).code(2);
     assert!(e.stderr.contains("config.json"), "{}", e.stderr);
 }
 
 #[test]
 fn version_and_doctor_report_the_runtime() {
     let t = Test::new();
-    let v = t.run(&["--version"]).ok().stdout;
+    let v = run(&t, &["--version"]).ok().stdout;
     assert!(
         v.starts_with(&format!("brspeech {}\n", env!("CARGO_PKG_VERSION"))),
         "{v}"
     );
     assert!(v.contains("libtorch 2.11"), "{v}");
     assert!(v.contains("CUDA"), "{v}");
-    let d = t.run(&["doctor"]).ok().stdout;
+    let d = run(&t, &["doctor"]).ok().stdout;
     for want in ["libtorch:", "CUDA:", "GPUs:", "cache:", "free disk:"] {
         assert!(d.contains(want), "{want} missing:\n{d}");
     }
-    let j = t.run(&["doctor", "--json"]).ok().json();
+    let j = run(&t, &["doctor", "--json"]).ok().json();
     assert_eq!(j["runtime"]["torch_feature"], true);
     assert!(j["cache"]["free_bytes"].as_u64().unwrap() > 0, "{j}");
 }
