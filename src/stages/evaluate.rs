@@ -352,7 +352,7 @@ mod tests {
     use super::*;
     use crate::model::{SslOutput, SslSection};
     use crate::shards::{Dtype, IndexRow, ShardWriter, write_index};
-    use crate::stages::model_data::testing::{Env, pipeline};
+    use crate::stages::model_data::testing::{Env, TORCH, pipeline};
     use crate::stages::train::TrainAasist;
 
     fn tiny_ssl() -> PathBuf {
@@ -409,11 +409,14 @@ mod tests {
 
     #[test]
     fn trains_on_features_and_evaluates_the_test_split() {
+        let _serial = TORCH
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::set_num_threads(1);
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(
             dir.path(),
-            "name: t\nstages:\n  extract: {kind: extract_ssl, params: {ssl: m}}\n  train: {kind: train_aasist, needs: [extract], params: {epochs: 2, batch_size: 4, lr: 0.001, device: cpu, log_every: 2}}\n  evaluate: {kind: evaluate, needs: [train, extract], params: {device: cpu, bootstrap: {resamples: 50}}}\n",
+            "name: t\nstages:\n  extract: {kind: extract_ssl, params: {ssl: m}}\n  train: {kind: train_aasist, needs: [extract], params: {epochs: 4, batch_size: 4, lr: 0.001, device: cpu, log_every: 2}}\n  evaluate: {kind: evaluate, needs: [train, extract], params: {device: cpu, bootstrap: {resamples: 50}}}\n",
         );
         for s in ["train", "evaluate"] {
             let def = p.stage(s).unwrap();
@@ -453,9 +456,9 @@ mod tests {
         assert_eq!(summary["train"]["bonafide"], 8);
         assert_eq!(summary["train"]["spoof"], 8);
         assert_eq!(summary["pos_weight"]["value"], 0.5);
-        assert_eq!(summary["epochs_run"], 2);
+        assert_eq!(summary["epochs_run"], 4);
         let log = std::fs::read_to_string(train_out.join("train_log.jsonl")).unwrap();
-        assert_eq!(epoch_records(&log).len(), 2);
+        assert_eq!(epoch_records(&log).len(), 4);
         assert!(
             log.lines().any(|l| l.contains("\"event\":\"step\"")),
             "{log}"

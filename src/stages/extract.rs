@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::model_data::{
     CHUNK_JSON, CHUNK_KIND, FEATURES_JSON, INDEX_CSV, Layer, batch_size_key, input_error, io_error,
-    link_or_copy, may_use_gpu, model_error, read_json, read_rows, require_upstream,
+    link_or_copy, may_use_gpu, model_error, read_json, read_rows, require_upstream, ssl_identities,
     workspace_relative, write_json,
 };
 use super::{ItemCounts, Stage, StageError, StageReport};
@@ -293,19 +293,7 @@ impl Stage for ExtractSsl {
             stage: ctx.def.name.clone(),
             message: i.message,
         })?;
-        let dir = ctx.pipeline.resolve(&p.ssl);
-        let d = crate::model::ssl_digest(&dir).map_err(|e| StageError::Environment {
-            stage: ctx.def.name.clone(),
-            message: format!(
-                "SSL checkpoint `{}` (param `ssl`): {}",
-                p.ssl,
-                crate::exec::error_chain(&e)
-            ),
-        })?;
-        Ok(BTreeMap::from([
-            ("ssl_weights".to_owned(), d.weights),
-            ("ssl_config".to_owned(), d.config),
-        ]))
+        ssl_identities(ctx, "ssl", &p.ssl)
     }
 
     fn resources(&self, def: &StageDef) -> Resources {
@@ -480,7 +468,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::stages::model_data::testing::{Env, pipeline};
+    use crate::stages::model_data::testing::{Env, TORCH, pipeline};
 
     pub(crate) fn tiny_ssl() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wav2vec2-tiny-random")
@@ -549,6 +537,9 @@ mod tests {
 
     #[test]
     fn extracts_every_clip_and_reuses_unchanged_shards_and_rows() {
+        let _serial = TORCH
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::set_num_threads(1);
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path(), &text(2));
@@ -677,6 +668,38 @@ mod tests {
         assert_eq!(
             std::fs::read(out2.join("shards/tts-0001.safetensors")).unwrap(),
             std::fs::read(out1.join("shards/tts-0001.safetensors")).unwrap()
+        );
+    }
+
+    #[test]
+    fn identities_are_the_ssl_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path(), &text(4));
+        let stat = crate::cache::StatCache::in_memory();
+        let ctx = KeyCtx {
+            pipeline: &p,
+            def: p.stage("extract").unwrap(),
+            stat: &stat,
+        };
+        let ids = ExtractSsl.identities(&ctx).unwrap();
+        let d = crate::model::ssl_digest(&tiny_ssl()).unwrap();
+        assert_eq!(ids["ssl_weights"], d.weights);
+        assert_eq!(ids["ssl_config"], d.config);
+        let p = pipeline(
+            dir.path(),
+            "name: t\nstages:\n  extract: {kind: extract_ssl, params: {ssl: nowhere}}\n",
+        );
+        let ctx = KeyCtx {
+            pipeline: &p,
+            def: p.stage("extract").unwrap(),
+            stat: &stat,
+        };
+        let e = ExtractSsl.identities(&ctx).unwrap_err();
+        assert!(e.is_environment(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("SSL checkpoint `nowhere` (param `ssl`)"),
+            "{e}"
         );
     }
 

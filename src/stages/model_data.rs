@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::StageError;
-use crate::exec::context::StageCtx;
+use crate::exec::context::{KeyCtx, StageCtx};
 use crate::model::train::{BatchInput, Input, TrainData};
 use crate::model::{ChannelPolicy, DeviceChoice, ModelError, Preprocessing, SslOutput};
 use crate::shards::{Dtype, IndexRow, ShardReader, read_index};
@@ -119,6 +119,41 @@ impl<'de> Deserialize<'de> for Layer {
             ))),
         }
     }
+}
+
+/// The key identities of the SSL folder a stage reads (param `param`, written `written`):
+/// `ssl_weights` and `ssl_config`, the digest `model::ssl_digest` computes (and back-end-only
+/// checkpoints record). A single `model.safetensors` is fingerprinted through the stat cache,
+/// so an unchanged multi-gigabyte checkpoint is not read again by every `status`.
+pub(crate) fn ssl_identities(
+    ctx: &KeyCtx<'_>,
+    param: &str,
+    written: &str,
+) -> Result<BTreeMap<String, String>, StageError> {
+    let stage = &ctx.def.name;
+    let env = |e: ModelError| StageError::Environment {
+        stage: stage.clone(),
+        message: format!(
+            "SSL checkpoint `{written}` (param `{param}`): {}",
+            crate::exec::error_chain(&e)
+        ),
+    };
+    let files =
+        crate::model::checkpoint::HfFiles::locate(&ctx.pipeline.resolve(written)).map_err(env)?;
+    let (weights, config) = match files.weights.as_slice() {
+        [single] => (
+            format!("blake3:{}", ctx.fingerprint(single)?.to_hex()),
+            format!("blake3:{}", ctx.fingerprint(&files.config)?.to_hex()),
+        ),
+        _ => {
+            let d = files.digest().map_err(env)?;
+            (d.weights, d.config)
+        }
+    };
+    Ok(BTreeMap::from([
+        ("ssl_weights".to_owned(), weights),
+        ("ssl_config".to_owned(), config),
+    ]))
 }
 
 /// Whether a device setting may pick a GPU (`auto` or `cuda[:N]`): such stages hold `gpu: 1`.
@@ -510,6 +545,10 @@ pub(crate) mod testing {
     use crate::exec::context::{CancelToken, LogWriter, StageCtx};
     use crate::exec::event::NullSink;
     use crate::spec::Pipeline;
+
+    /// libtorch's random generator is process-wide (model loading draws from it, training
+    /// reseeds it): tests that run models take this lock so they run one at a time.
+    pub(crate) static TORCH: Mutex<()> = Mutex::new(());
 
     /// A pipeline loaded from `text` in `dir` (which gets a `brspeech.toml`).
     pub(crate) fn pipeline(dir: &Path, text: &str) -> Pipeline {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::model_data::{
     CHUNK_JSON, CHUNK_KIND, EXTRACT_KIND, FEATURES_JSON, ItemShape, Layer, ShardData,
     batch_size_key, input_error, io_error, may_use_gpu, model_error, preprocessing_from_chunk,
-    read_json, read_rows, require_upstream, write_json,
+    read_json, read_rows, require_upstream, ssl_identities, write_json,
 };
 use super::{Stage, StageError, StageReport};
 use crate::exec::context::{KeyCtx, StageCtx};
@@ -292,19 +292,7 @@ impl Stage for TrainAasist {
         let Some(path) = p.mode.ssl_path.filter(|_| p.mode.ssl == SslMode::Finetune) else {
             return Ok(BTreeMap::new());
         };
-        let d = crate::model::ssl_digest(&ctx.pipeline.resolve(&path)).map_err(|e| {
-            StageError::Environment {
-                stage: ctx.def.name.clone(),
-                message: format!(
-                    "SSL checkpoint `{path}` (param `ssl_path`): {}",
-                    crate::exec::error_chain(&e)
-                ),
-            }
-        })?;
-        Ok(BTreeMap::from([
-            ("ssl_weights".to_owned(), d.weights),
-            ("ssl_config".to_owned(), d.config),
-        ]))
+        ssl_identities(ctx, "ssl_path", &path)
     }
 
     fn resources(&self, def: &StageDef) -> Resources {
