@@ -531,7 +531,7 @@ pub(crate) fn workspace_relative(pipeline: &Pipeline, written: &str) -> String {
         .replace('\\', "/")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 pub(crate) mod testing {
     //! Builds a [`StageCtx`] around a pipeline text and hand-made upstream folders, so a kind
     //! can be run directly in unit tests.
@@ -602,5 +602,77 @@ pub(crate) mod testing {
                 memos: Mutex::new(Vec::new()),
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "torch"))]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::testing::{Env, pipeline};
+    use super::*;
+
+    #[test]
+    fn out_of_memory_is_an_environment_error_naming_stage_batch_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(
+            dir.path(),
+            "name: t\nstages:\n  train: {kind: train_aasist, params: {batch_size: 64}}\n",
+        );
+        let env = Env::new(dir.path());
+        let ctx = env.ctx(
+            &p,
+            "train",
+            BTreeMap::new(),
+            &dir.path().join("out"),
+            None,
+            "k",
+        );
+        let e = model_error(
+            &ctx,
+            ModelError::OutOfMemory {
+                stage: "train".into(),
+                batch_size: 64,
+                config_key: batch_size_key("train"),
+            },
+        );
+        assert!(e.is_environment(), "{e}");
+        let text = e.to_string();
+        for want in [
+            "`train`",
+            "batch size 64",
+            "`stages.train.params.batch_size`",
+        ] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        let log = std::fs::read_to_string(ctx.log().path()).unwrap();
+        assert!(log.contains("out of GPU memory"), "{log}");
+        // A libtorch failure fails the stage (exit 1) with the message and the log's path.
+        let e = model_error(
+            &ctx,
+            ModelError::TorchPanic {
+                context: "a step".into(),
+                message: "boom".into(),
+            },
+        );
+        assert!(!e.is_environment());
+        assert!(e.to_string().contains("boom"), "{e}");
+    }
+
+    #[test]
+    fn preprocessing_comes_from_chunk_json() {
+        let p = preprocessing_from_chunk(&serde_json::json!({
+            "sample_rate": 16000, "samples": 32000, "dtype": "i16", "channel": "mean",
+            "trim": true, "crop": "first", "hop": 32000
+        }));
+        assert_eq!(
+            (p.sample_rate, p.samples, p.trim, p.channel),
+            (16_000, 32_000, true, ChannelPolicy::Mean)
+        );
+        let d = preprocessing_from_chunk(&serde_json::json!({}));
+        assert_eq!(
+            (d.samples, d.trim, d.channel),
+            (64_600, false, ChannelPolicy::First)
+        );
     }
 }

@@ -358,6 +358,10 @@ fn separable_synthetic_corpus_reaches_a_low_eer() {
         "{m}"
     );
     let eer = m["eer"].as_f64().unwrap();
+    eprintln!(
+        "separable synthetic corpus: test EER {eer}, AUC {}, counts {}",
+        m["auc"], m["counts"]
+    );
     assert!(eer <= 0.05, "EER {eer} on a separable corpus: {m}");
     assert!(m["auc"].as_f64().unwrap() >= 0.98, "{m}");
     // Training learned something: the validation loss went down.
@@ -437,6 +441,23 @@ fn killed_training_resumes_from_its_last_epoch() {
     assert_eq!(summary["epochs_run"], 10, "{summary}");
     // The resume folder is gone once the stage is committed.
     assert!(!dir.exists());
+
+    // On the CPU with the same seed, the resumed run ends with the weights of an uninterrupted
+    // one.
+    let u = Test::new();
+    synthetic(&u, 24);
+    u.pipeline(&synthetic_pipeline(10, 1e-3));
+    run(&u, &["run"]).ok();
+    let resumed = std::fs::read(t.path("outputs/synth/train/model/model.safetensors")).unwrap();
+    let straight = std::fs::read(u.path("outputs/synth/train/model/model.safetensors")).unwrap();
+    assert!(
+        resumed == straight,
+        "the resumed model differs from the uninterrupted one"
+    );
+    assert_eq!(
+        json_file(&t, "outputs/synth/train/train_summary.json")["best_epoch"],
+        json_file(&u, "outputs/synth/train/train_summary.json")["best_epoch"]
+    );
 }
 
 /// The reference back end of the parity fixtures (D = 768) cut to the tiny SSL's D = 64:
