@@ -114,7 +114,7 @@ def scan_bench(args):
     return res
 
 
-def make_wavs(root, n):
+def make_wavs(root, n, start=0):
     """N mono 16-bit WAV files, 16-44.1 kHz, 3-9 s of a harmonic tone under a syllable envelope."""
     rates = [16000, 22050, 24000, 32000, 44100]
     base = {}
@@ -128,7 +128,7 @@ def make_wavs(root, n):
             a.append(int(v * 32767))
         base[rate] = a.tobytes()
     total = 0.0
-    for i in range(n):
+    for i in range(start, start + n):
         rate = rates[i % len(rates)]
         seconds = 3 + (i * 5) % 7
         data = bytearray(base[rate] * seconds)
@@ -170,9 +170,9 @@ def pipeline_bench(args):
     t = time.perf_counter()
     res["first"] = stage_seconds(sh([b, "run", "--json"], ws).stdout)
     res["first_wall"] = time.perf_counter() - t
-    # Two more files (of 5 s and 8 s).
+    # Two more files, of new content.
     extra = os.path.join(ws, "extra")
-    make_wavs(extra, 2)
+    make_wavs(extra, 2, start=args.wavs)
     for i, (d, _, files) in enumerate(sorted(os.walk(extra))):
         for f in files:
             shutil.copy(os.path.join(d, f), os.path.join(wavs, "spk00", f"added{i}_{f}"))
@@ -226,7 +226,7 @@ def report(scan, e2e):
         lines += [
             "",
             f"whole first run {e2e['first_wall']:.2f} s; after adding 2 files {e2e['added_wall']:.2f} s; "
-            f"no-op run {e2e['noop']:.2f} s",
+            f"no-op run {e2e['noop']:.3f} s",
             "",
         ]
     return "\n".join(lines)

@@ -157,8 +157,8 @@ pub(crate) fn upstream_of_kind(
                 Issue::new(
                     path,
                     format!(
-                        "stage `{}` ({}) reads the output of a `{kind}` stage, but none is in its `needs`",
-                        def.name, def.kind
+                        "stage `{}` reads a `{kind}` stage's output: name one in `needs`",
+                        def.name
                     ),
                 )
                 .with_help(help),

@@ -112,12 +112,15 @@ impl Stage for BuildMetadata {
         };
         let params = positions::child(&def.path(), "params");
         if let Some(problem) = crate::corpus::source::ratio_problem(&p.ratios) {
-            issues.push(Issue::new(positions::child(&params, "ratios"), problem));
+            issues.push(Issue::new(
+                positions::child(&params, "ratios"),
+                format!("`ratios` {problem}"),
+            ));
         }
         if !(p.min_duration_s.is_finite() && p.min_duration_s >= 0.0) {
             issues.push(Issue::new(
                 positions::child(&params, "min_duration_s"),
-                "must be zero or a positive number of seconds",
+                "`min_duration_s` must be zero or a positive number of seconds",
             ));
         }
         let names = items::source_names(pipeline);

@@ -362,7 +362,13 @@ impl Stage for ScanCorpus {
         let stage = ctx.name().to_owned();
         let _: Params = ctx.params()?;
         let sources = items::sources(ctx.pipeline(), &stage)?;
+        let started = std::time::Instant::now();
+        let lap = |what: &str| {
+            ctx.log()
+                .line(&format!("{what}: {:.3} s", started.elapsed().as_secs_f64()));
+        };
         let walk = walk_sources(&sources);
+        lap("walk done");
         Self::judge_walk(ctx, &sources, &walk)?;
         ctx.check_cancelled()?;
         let (generated, counts) = Self::generate(ctx, &sources)?;
@@ -384,6 +390,7 @@ impl Stage for ScanCorpus {
         let n_generated = generated.len();
         found.extend(generated);
 
+        lap("generate done");
         let progress = ctx.progress("fingerprint", found.len() as u64);
         let rows: Vec<ManifestRow> = found
             .par_chunks(512)
@@ -410,6 +417,7 @@ impl Stage for ScanCorpus {
             .flatten()
             .collect();
         progress.finish();
+        lap("fingerprint done");
 
         let out = ctx.out_dir();
         let manifest = out.join(MANIFEST);
@@ -452,6 +460,7 @@ impl Stage for ScanCorpus {
         write_json(&stage, &out.join("scan.json"), &report)?;
         let defs: Vec<&SourceDef> = sources.iter().map(|s| &s.def).collect();
         write_json(&stage, &out.join("sources.json"), &defs)?;
+        lap("outputs written");
         ctx.log().line(&format!(
             "{} files in {} sources ({} generated: {} new, {} reused)",
             rows.len(),
@@ -468,4 +477,53 @@ fn write_json<T: Serialize>(stage: &str, path: &Path, value: &T) -> Result<(), S
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     std::fs::write(path, text).map_err(|e| items::io_error(stage, path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::validate_sources;
+
+    /// The dep filter hashes exactly the files the walk takes, except excluded and hidden ones
+    /// (globs cannot express "not"; hashing them too only reruns the scan, whose output is then
+    /// unchanged).
+    #[test]
+    fn dep_globs_match_what_the_source_includes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("r")).unwrap();
+        let defs: Vec<SourceDef> = serde_yaml::from_str(
+            r#"
+- name: default
+  label: spoof
+  root: r
+- name: custom
+  label: spoof
+  root: r
+  include: ["*.FLAC", "train/**/*.wav", "./top/*.mp3"]
+"#,
+        )
+        .unwrap();
+        let sources = validate_sources(&defs, dir.path()).unwrap();
+        let paths = [
+            "a.flac",
+            "x/y/A.Flac",
+            "b.wav",
+            "train/s1/c.wav",
+            "train/c.WAV",
+            "dev/c.wav",
+            "top/d.mp3",
+            "top/sub/d.mp3",
+            "notes.txt",
+            "train.csv",
+            "x/e.opus",
+            "x/f.mp3.txt",
+        ];
+        for (def, source) in defs.iter().zip(&sources) {
+            let globs = glob_set(&include_globs(def)).unwrap();
+            for p in paths {
+                let walk = source.matcher.classify(p) == crate::corpus::source::Match::Include;
+                assert_eq!(globs.is_match(p), walk, "`{p}` in source `{}`", def.name);
+            }
+        }
+    }
 }

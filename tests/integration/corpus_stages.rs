@@ -514,6 +514,12 @@ fn added_files_new_sources_and_removed_sources_process_only_what_changed() {
             .all(|r| r.source != "b")
     );
 
+    // A forced rerun finds every shard in its memo entry: nothing is decoded again (what a
+    // killed run or a second worker finds too).
+    let forced = t.run(&["run", "--json", "--force", "chunk"]).ok();
+    assert_eq!(forced.outcomes()["chunk"], "ran");
+    assert_eq!(items(&forced, "chunk"), (0, 11));
+
     // The incrementally built outputs are byte for byte those of a fresh run in another cache.
     let incremental: Vec<_> = ["scan", "meta", "chunk"]
         .iter()
@@ -717,4 +723,79 @@ fn a_short_ramp_is_repeat_padded_in_the_shard() {
     assert_eq!(values[1000], 0);
     assert_eq!(*values.last().unwrap(), 599);
     assert_eq!(index[0].split, "test");
+}
+
+#[test]
+fn corpus_kinds_check_their_params_and_needs() {
+    let t = Test::new();
+    mkdir(&t, "a");
+    t.pipeline(
+        r#"name: params
+sources:
+  - {name: brspeech, label: bonafide, root: a}
+stages:
+  scan:
+    kind: scan_corpus
+    params: {threads: 4}
+  meta:
+    kind: build_metadata
+    params: {holdout_sources: [brspeeh], ratios: [1, -1, 0], on_bad_audio: ignore}
+  chunk:
+    kind: chunk_audio
+    needs: [meta]
+    params: {crop: all, hop: 0, buckets: 0, dtype: f16}
+  chunk2:
+    kind: chunk_audio
+    needs: [meta]
+    params: {crop: middle, channel: mean}
+"#,
+    );
+    let out = t.run(&["validate"]).code(3);
+    for expected in [
+        "unknown field `threads`",
+        "stage `meta` reads a `scan_corpus` stage's output: name one in `needs`",
+        "add `scan` to `needs`",
+        "unknown variant `ignore`, expected `skip` or `fail`",
+        "unknown variant `f16`, expected `i16` or `f32`",
+        "unknown variant `middle`, expected `first` or `all`",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "no `{expected}` in\n{}",
+            out.stderr
+        );
+    }
+    // With the type errors fixed, the value checks speak.
+    t.pipeline(
+        r#"name: params
+sources:
+  - {name: brspeech, label: bonafide, root: a}
+stages:
+  scan:
+    kind: scan_corpus
+  meta:
+    kind: build_metadata
+    needs: [scan]
+    params: {holdout_sources: [brspeeh], ratios: [1, -1, 0]}
+  chunk:
+    kind: chunk_audio
+    needs: [meta]
+    params: {crop: all, hop: 0, buckets: 0}
+"#,
+    );
+    let out = t.run(&["validate"]).code(3);
+    for expected in [
+        "`brspeeh` is not a source",
+        "did you mean `brspeech`?",
+        "must be three non-negative weights",
+        "`hop` must be between 1 and `samples` (64600)",
+        "`buckets` must be between 1 and 65536",
+        "brspeech.yaml:10:32",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "no `{expected}` in\n{}",
+            out.stderr
+        );
+    }
 }
