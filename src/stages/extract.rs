@@ -177,7 +177,11 @@ impl ShardJob<'_> {
                 ),
             ));
         }
-        let samples = reader.row_len();
+        let shard_err = |e: crate::shards::ShardError| StageError::Io {
+            stage: stage.to_owned(),
+            path: out.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        };
         let mut writer = ShardWriter::create(
             out,
             "features",
@@ -185,12 +189,7 @@ impl ShardJob<'_> {
             &self.row_shape,
             self.metadata.clone(),
         )
-        .map_err(|e| input_error(stage, crate::exec::error_chain(&e)))?;
-        let shard_err = |e: crate::shards::ShardError| StageError::Io {
-            stage: stage.to_owned(),
-            path: out.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        };
+        .map_err(shard_err)?;
         let row_bytes = self.row_shape[0] * self.row_shape[1] * 2;
         let mut counts = ItemCounts::default();
         let mut pending = Pending::new(reader.dtype());
@@ -235,9 +234,6 @@ impl ShardJob<'_> {
             let audio = reader
                 .row_bytes(index)
                 .map_err(|e| input_error(stage, e.to_string()))?;
-            if audio.len() != samples * reader.dtype().size() {
-                return Err(input_error(stage, "clip of the wrong length"));
-            }
             let reused = prev.as_mut().and_then(|p| p.row(item, row_bytes));
             if let Some(bytes) = reused {
                 let bytes = bytes.to_vec();
