@@ -1,8 +1,10 @@
 # brspeech for CUDA machines.
 #
 #   docker build -t brspeech .
-#   docker run --gpus all -v $PWD:/work -w /work brspeech run pipelines/full.yaml
+#   docker run --gpus all brspeech doctor
+#   docker run --gpus all -v "$PWD":/work brspeech run pipelines/full.yaml
 #
+# The workspace (pipelines, data, models, cache, outputs) is the folder mounted at /work.
 # libtorch 2.11 comes from the PyPI torch wheel (with its nvidia-* CUDA 13 wheels), installed by
 # the same tools/setup-libtorch.sh the Makefile uses, so the image and a workstation build
 # cannot drift. The binary's RUNPATH points at /opt/brspeech/.deps/libtorch/lib, which the
@@ -25,6 +27,6 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/brspeech/.deps /opt/brspeech/.deps
 COPY --from=build /opt/brspeech/target/release/brspeech /usr/local/bin/brspeech
-ENV BRSPEECH_IN_CONTAINER=1
+WORKDIR /work
 ENTRYPOINT ["brspeech"]
 CMD ["--version"]

@@ -16,18 +16,28 @@ build: libtorch
 	$(CARGO) build --release --locked
 	@echo "built $(BIN)"
 
-# Runs the demo pipeline (command stages, sh + coreutils only), then shows that a second run is
-# a no-op, the status of every stage and the graph.
+# Runs the demo pipeline: the whole detector DAG (scan, metadata, chunk, extract, train,
+# evaluate) on the committed corpus in data/demo with a random tiny wav2vec2, on the CPU; then
+# shows that a second run is a no-op, the status of every stage and the graph, and where the
+# results are. A demo with a random SSL model tests the pipeline, not detection quality.
+DEMO_OUT := outputs/demo
 demo: build
 	$(BIN) run pipelines/demo.yaml
 	$(BIN) run pipelines/demo.yaml
 	$(BIN) status pipelines/demo.yaml
 	$(BIN) graph pipelines/demo.yaml
+	@mkdir -p pipelines/work
 	$(BIN) graph pipelines/demo.yaml --format html -o pipelines/work/demo-graph.html
-	@echo "graph page: pipelines/work/demo-graph.html"
+	@echo
+	@echo "metrics:   $(DEMO_OUT)/evaluate/metrics.json (report: $(DEMO_OUT)/evaluate/report.html, report.md)"
+	@echo "plots:     $(DEMO_OUT)/evaluate/plots/ (det, roc, histograms, training; .svg and .png)"
+	@echo "model:     $(DEMO_OUT)/train/model/ (train_log.jsonl and train_summary.json beside it)"
+	@echo "scores:    $(DEMO_OUT)/evaluate/scores.csv"
+	@echo "graph:     pipelines/work/demo-graph.html"
+	@echo "score a file: $(BIN) predict --model $(DEMO_OUT)/train/model data/demo/tts_espeak_ptbr/f2/*.flac"
 
 clean-demo:
-	rm -rf pipelines/work pipelines/demo.lock
+	rm -rf pipelines/work pipelines/demo.lock outputs/demo
 
 test: libtorch
 	$(CARGO) test --locked

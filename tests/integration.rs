@@ -6,6 +6,8 @@ mod integration {
     mod cache;
     mod corpus_stages;
     mod crash;
+    #[cfg(feature = "torch")]
+    mod e2e;
     mod errors;
     mod graph;
     mod locking;

@@ -1,6 +1,8 @@
 //! Command-line interface (clap): parses arguments, loads and validates the pipeline, and
 //! dispatches to the layers. The only module that sees every other one (docs/cli.md).
 
+mod model;
+
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -48,6 +50,13 @@ enum Command {
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Import or export model checkpoints (reference AASIST state dicts, Hugging Face folders).
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Score audio files with a model checkpoint: CSV `path,logit,score,error` on stdout.
+    Predict(model::PredictArgs),
+    /// Check the machine: libtorch, CUDA and devices, the cache folder, free disk.
+    Doctor(model::DoctorArgs),
     /// Print the JSON schema of pipeline files.
     #[command(hide = true)]
     Schema,
@@ -208,6 +217,11 @@ where
 {
     let app = match App::try_parse_from(args) {
         Ok(a) => a,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(model::version_text().as_bytes());
+            return ExitCode::from(OK);
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
@@ -272,6 +286,9 @@ fn dispatch(app: App) -> Result<u8, Error> {
             Ok(OK)
         }
         Command::Cache(c) => cmd_cache(app.cache_dir.as_deref(), c),
+        Command::Model(c) => Ok(model::cmd_model(c)),
+        Command::Predict(a) => Ok(model::cmd_predict(a)),
+        Command::Doctor(a) => Ok(model::cmd_doctor(app.cache_dir.as_deref(), &a)),
         Command::Schema => {
             print(&spec::schema_json())?;
             Ok(OK)

@@ -4,12 +4,16 @@
 
 pub mod chunk;
 pub mod command;
+pub mod evaluate;
+pub mod extract;
 pub(crate) mod items;
 pub mod metadata;
+pub mod model_data;
 pub mod scan;
 pub mod shard_demo;
 #[cfg(test)]
 pub(crate) mod testkind;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
@@ -39,6 +43,9 @@ pub static REGISTRY: &[&dyn Stage] = &[
     &scan::ScanCorpus,
     &metadata::BuildMetadata,
     &chunk::ChunkAudio,
+    &extract::ExtractSsl,
+    &train::TrainAasist,
+    &evaluate::Evaluate,
     &shard_demo::ShardDemo,
 ];
 
