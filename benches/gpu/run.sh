@@ -23,6 +23,7 @@
 #   GPU_BENCH_FT_BATCH=4
 #   GPU_BENCH_SKIP=                space-separated step names to skip
 #   GPU_CARRY=.gpu-carry  PYTHON=python3  GPU_DEMO_PIPELINE=pipelines/demo.yaml
+#   GPU_BENCH_BUNDLE=1             pack every result into results.tgz (beside summary.md)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -189,6 +190,12 @@ if [ -f "$DEMO_PIPELINE" ]; then
   sed -E 's/^([[:space:]]*device:[[:space:]]*).*/\1auto/' "$DEMO_PIPELINE" > "$demo_copy"
   step demo 150 40 "${rs[@]}" "$BIN" run "$demo_copy" --json
   rm -f "$demo_copy"
+  # What shows the stages ran on the GPU: the stage logs (device lines), the training log (GPU
+  # memory per epoch) and the metrics.
+  mkdir -p "$OUT/demo"
+  cp cache/logs/demo/*.log "$OUT/demo/" 2>/dev/null || true
+  cp outputs/demo/train/train_log.jsonl outputs/demo/train/train_summary.json \
+     outputs/demo/extract/features.json outputs/demo/evaluate/metrics.json "$OUT/demo/" 2>/dev/null || true
 else
   say "demo: $DEMO_PIPELINE is not in this tree; skipped"
   printf '{"step":"demo","status":"skipped (no %s)","rc":null,"seconds":0,"limit_s":0}\n' "$DEMO_PIPELINE" >> "$OUT/steps.jsonl"
@@ -197,3 +204,10 @@ fi
 
 summarize
 say "done in ${SECONDS}s; summary: $OUT/summary.md"
+# GPU_BENCH_BUNDLE=1: everything in one archive beside summary.md and results.json (the device
+# tool returns at most 8 files).
+if [ "${GPU_BENCH_BUNDLE:-0}" = 1 ]; then
+  tar czf "$WORK/results.tgz" -C "$OUT" .
+  find "$OUT" -mindepth 1 ! -name summary.md ! -name results.json -exec rm -rf {} + 2>/dev/null
+  mv "$WORK/results.tgz" "$OUT/results.tgz"
+fi
