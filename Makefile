@@ -5,7 +5,7 @@
 CARGO ?= cargo
 BIN := target/release/brspeech
 
-.PHONY: all build demo test bench libtorch lint clean-demo
+.PHONY: all build demo test bench bench-slurm libtorch lint clean-demo
 
 all: build
 
@@ -50,6 +50,15 @@ lint: libtorch
 # `dvc status` (installed into .deps/engine-bench-venv). Results: target/bench/engine.md.
 # Scan benchmark: scan_corpus over 450k files against the `stat` floor, and the corpus stages
 # end to end. Results: target/bench/scan.md.
+# Every benchmark of docs/BENCHMARKS.md, each side by side with its baseline in the same run
+# (Python environments are created under .deps/ on first use). `make bench-slurm` needs root and
+# the slurm-wlm and munge packages; the GPU run is benches/gpu/ (docs/BENCHMARKS.md, "GPU").
 bench: build
 	benches/engine/run.sh
 	benches/scan/run.sh
+	$(CARGO) bench --locked --no-default-features --bench chunk
+	benches/model/run.sh 2 5 3
+	benches/train/run.sh 2 1024 1000
+
+bench-slurm: build
+	benches/slurm/run.sh
