@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::cache::CacheError;
 use crate::exec::ExecError;
+use crate::model::ModelError;
 use crate::spec::{InvalidPipeline, SpecError};
 
 /// Success.
@@ -47,6 +48,9 @@ pub enum Error {
     /// The cache failed (cache subcommands).
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// A model command failed (`model import|export`, `predict`).
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// A command-line problem clap cannot see.
     #[error("{message}")]
     Usage {
@@ -106,6 +110,7 @@ impl Error {
                 _ => INTERNAL,
             },
             Error::Cache(c) => cache_code(c),
+            Error::Model(e) => model_code(e),
             Error::StagesFailed { .. } => STAGE_FAILED,
             Error::Interrupted => INTERRUPTED,
             Error::CorruptCache { .. } => CACHE,
@@ -120,6 +125,20 @@ impl Error {
             INTERNAL => Tier::Internal,
             _ => Tier::Environment,
         }
+    }
+}
+
+/// Unusable inputs named on the command line (checkpoints, pickle files, missing keys) are
+/// usage errors; the machine (devices, memory, files, libtorch) is the environment; anything
+/// else is a bug.
+fn model_code(e: &ModelError) -> u8 {
+    match e {
+        e if e.is_user_error() => USAGE,
+        ModelError::TorchDisabled { .. }
+        | ModelError::Io { .. }
+        | ModelError::Device { .. }
+        | ModelError::OutOfMemory { .. } => ENVIRONMENT,
+        _ => INTERNAL,
     }
 }
 

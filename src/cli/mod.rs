@@ -286,8 +286,8 @@ fn dispatch(app: App) -> Result<u8, Error> {
             Ok(OK)
         }
         Command::Cache(c) => cmd_cache(app.cache_dir.as_deref(), c),
-        Command::Model(c) => Ok(model::cmd_model(c)),
-        Command::Predict(a) => Ok(model::cmd_predict(a)),
+        Command::Model(c) => model::cmd_model(c),
+        Command::Predict(a) => model::cmd_predict(a),
         Command::Doctor(a) => Ok(model::cmd_doctor(app.cache_dir.as_deref(), &a)),
         Command::Schema => {
             print(&spec::schema_json())?;

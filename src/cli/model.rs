@@ -1,6 +1,6 @@
 //! The model commands of the command line: `model import`, `model export`, `predict`,
 //! `doctor`, and the runtime line of `--version` (docs/model.md, docs/cli.md). Thin layers over
-//! the `model` and `audio` libraries; each prints its own errors and returns its exit code.
+//! the `model` and `audio` libraries; their errors map to exit codes in `error.rs`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,10 +10,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::audio::{ChunkParams, CropMode, chunk_file};
-use crate::error::{ENVIRONMENT, INTERNAL, OK, USAGE};
+use crate::error::{ENVIRONMENT, Error, OK};
 use crate::model::{
     ChannelPolicy, CheckpointConfig, Detector, DetectorOptions, DeviceChoice, ExportOptions,
-    ImportOptions, ModelError, OomHint, Precision, Preprocessing, SslOutput, export_checkpoint,
+    ImportOptions, OomHint, Precision, Preprocessing, SslOutput, export_checkpoint,
     import_checkpoint, runtime_info,
 };
 
@@ -146,25 +146,6 @@ fn parse_layer(s: &str) -> Result<SslOutput, String> {
     })
 }
 
-/// Exit code of a model-layer error: unusable inputs named on the command line (checkpoints,
-/// pickle files, missing keys) exit 2; the machine (devices, memory, files, libtorch) 4;
-/// anything else is a bug (70).
-fn exit_code(e: &ModelError) -> u8 {
-    match e {
-        e if e.is_user_error() => USAGE,
-        ModelError::TorchDisabled { .. }
-        | ModelError::Io { .. }
-        | ModelError::Device { .. }
-        | ModelError::OutOfMemory { .. } => ENVIRONMENT,
-        _ => INTERNAL,
-    }
-}
-
-fn fail(e: &ModelError) -> u8 {
-    eprintln!("error: {}", crate::exec::error_chain(e));
-    exit_code(e)
-}
-
 /// Writes to stdout; a closed pipe ends quietly.
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();
@@ -172,7 +153,7 @@ fn out(text: &str) {
 }
 
 /// Runs `brspeech model import|export`.
-pub(crate) fn cmd_model(c: ModelCommand) -> u8 {
+pub(crate) fn cmd_model(c: ModelCommand) -> Result<u8, Error> {
     match c {
         ModelCommand::Import(a) => {
             let opts = ImportOptions {
@@ -188,8 +169,9 @@ pub(crate) fn cmd_model(c: ModelCommand) -> u8 {
                 embed_ssl: !a.no_embed_ssl,
                 out_dir: a.out,
             };
-            match import_checkpoint(&opts) {
-                Ok(r) => {
+            {
+                let r = import_checkpoint(&opts)?;
+                {
                     let mut text = format!(
                         "wrote model checkpoint `{}`: SSL D = {} ({}, weights from `{}`), {} parameters{}\n",
                         r.out_dir.display(),
@@ -211,9 +193,8 @@ pub(crate) fn cmd_model(c: ModelCommand) -> u8 {
                         ));
                     }
                     out(&text);
-                    OK
+                    Ok(OK)
                 }
-                Err(e) => fail(&e),
             }
         }
         ModelCommand::Export(a) => {
@@ -223,18 +204,14 @@ pub(crate) fn cmd_model(c: ModelCommand) -> u8 {
                 ssl_out: a.ssl_out,
                 state_dict_out: a.state_dict_out,
             };
-            match export_checkpoint(&opts) {
-                Ok(r) => {
-                    let text: String = r
-                        .written
-                        .iter()
-                        .map(|p| format!("wrote `{}`\n", p.display()))
-                        .collect();
-                    out(&text);
-                    OK
-                }
-                Err(e) => fail(&e),
-            }
+            let r = export_checkpoint(&opts)?;
+            let text: String = r
+                .written
+                .iter()
+                .map(|p| format!("wrote `{}`\n", p.display()))
+                .collect();
+            out(&text);
+            Ok(OK)
         }
     }
 }
@@ -278,9 +255,9 @@ fn sigmoid(x: f64) -> f64 {
 /// Runs `brspeech predict`: CSV `path,logit,score,error` (or JSON) on stdout, one row per file
 /// in the order given; files that cannot be read get a row with the error. Exit 0 when every
 /// file was scored, 4 when some could not be read.
-pub(crate) fn cmd_predict(a: PredictArgs) -> u8 {
+pub(crate) fn cmd_predict(a: PredictArgs) -> Result<u8, Error> {
     let ssl_dir = ssl_dir_for(&a.model, a.ssl.clone());
-    let detector = match Detector::load(
+    let detector = Detector::load(
         &a.model,
         &DetectorOptions {
             device: a.device,
@@ -288,10 +265,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> u8 {
             ssl_dir,
             oom: OomHint::new("predict", "--batch-size"),
         },
-    ) {
-        Ok(d) => d,
-        Err(e) => return fail(&e),
-    };
+    )?;
     if !detector.can_score_waveforms() {
         let digest = detector
             .config()
@@ -300,11 +274,12 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> u8 {
             .as_ref()
             .map(|d| d.weights.clone())
             .unwrap_or_default();
-        eprintln!(
-            "error: model `{}` holds only the AASIST back end (trained on frozen SSL features {digest}); pass the SSL folder it was trained with: --ssl HF_DIR",
-            a.model.display()
-        );
-        return USAGE;
+        return Err(Error::Usage {
+            message: format!(
+                "model `{}` holds only the AASIST back end (trained on frozen SSL features {digest}); pass the SSL folder it was trained with: --ssl HF_DIR",
+                a.model.display()
+            ),
+        });
     }
     let pre = detector.preprocessing().clone();
     let params = ChunkParams {
@@ -346,10 +321,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> u8 {
             Vec::new()
         } else {
             let flat: Vec<f32> = good.iter().flat_map(|c| c.iter().copied()).collect();
-            match detector.score_waveforms(&flat, good.len()) {
-                Ok(l) => l,
-                Err(e) => return fail(&e),
-            }
+            detector.score_waveforms(&flat, good.len())?
         };
         let mut logits = logits.into_iter();
         for (file, clip) in files.iter().zip(&clips) {
@@ -399,9 +371,9 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> u8 {
             "{failed} of {} file(s) could not be read (their rows carry the error)",
             a.files.len()
         );
-        ENVIRONMENT
+        Ok(ENVIRONMENT)
     } else {
-        OK
+        Ok(OK)
     }
 }
 

@@ -96,9 +96,9 @@ fn metrics_error(ctx: &StageCtx<'_>, e: MetricsError) -> StageError {
                 "{message} (the split must hold both classes: change the split ratios or seed of the metadata stage, or add data)"
             ),
         ),
-        _ => StageError::CommandFailed {
+        _ => StageError::Failed {
             stage: ctx.name().to_owned(),
-            status: message,
+            message,
             log: ctx.log().path().to_path_buf(),
         },
     }

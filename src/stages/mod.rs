@@ -177,6 +177,16 @@ pub enum StageError {
         /// Full log.
         log: PathBuf,
     },
+    /// The stage's own work failed (a model or metrics error, not an external command).
+    #[error("stage `{stage}` failed: {message}; full log: {}", log.display())]
+    Failed {
+        /// Stage name.
+        stage: String,
+        /// What failed.
+        message: String,
+        /// Full log.
+        log: PathBuf,
+    },
     /// A declared out was not produced.
     #[error("stage `{stage}` did not produce its declared out `{out}`")]
     MissingOut {

@@ -183,9 +183,9 @@ pub(crate) fn model_error(ctx: &StageCtx<'_>, e: ModelError) -> StageError {
             StageError::Environment { stage, message }
         }
         e if e.is_user_error() => StageError::Environment { stage, message },
-        _ => StageError::CommandFailed {
+        _ => StageError::Failed {
             stage,
-            status: message,
+            message,
             log: ctx.log().path().to_path_buf(),
         },
     }
