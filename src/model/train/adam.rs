@@ -42,8 +42,14 @@ struct Flat {
     param: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// (offset, numel) of each parameter in the buffers.
+    /// (offset, numel) of each parameter (by its index in `Adam::params`) in the buffers.
     spans: Vec<(i64, i64)>,
+    /// Parameter indices in buffer order.
+    order: Vec<usize>,
+    /// The parameters that had a gradient in the last step, and whether the buffers were
+    /// already laid out again to put such a set first.
+    last_active: Vec<bool>,
+    relaid: bool,
 }
 
 impl Adam {
@@ -56,30 +62,21 @@ impl Adam {
         weight_decay: f64,
     ) -> Adam {
         let flat = Flat::new(&params);
-        let (mut exp_avg, mut exp_avg_sq) = (BTreeMap::new(), BTreeMap::new());
-        if let Some(f) = &flat {
-            for ((name, p), &(off, n)) in params.iter().zip(&f.spans) {
-                exp_avg.insert(
-                    name.clone(),
-                    f.exp_avg.narrow(0, off, n).view(p.size().as_slice()),
-                );
-                exp_avg_sq.insert(
-                    name.clone(),
-                    f.exp_avg_sq.narrow(0, off, n).view(p.size().as_slice()),
-                );
-            }
-        }
-        Adam {
+        let mut adam = Adam {
             lr,
             betas,
             eps,
             weight_decay,
             params,
             flat,
-            exp_avg,
-            exp_avg_sq,
+            exp_avg: BTreeMap::new(),
+            exp_avg_sq: BTreeMap::new(),
             steps: BTreeMap::new(),
+        };
+        if adam.flat.is_some() {
+            adam.refresh_views();
         }
+        adam
     }
 
     /// The learning rate.
@@ -136,33 +133,35 @@ impl Adam {
         });
     }
 
-    /// The flat update, one run of consecutive parameters with a gradient and the same step
-    /// count (hence the same bias corrections) at a time.
+    /// The flat update, one run of parameters that are consecutive in the buffers, have a
+    /// gradient and the same step count (hence the same bias corrections) at a time.
+    ///
+    /// The first time the same set of parameters gets gradients in two steps in a row and
+    /// they are not one run (the dead `bn1` of the back end sits between live parameters), the
+    /// buffers are laid out again once with that set first: frozen-mode training then updates
+    /// one run per step.
     fn step_flat(&mut self, grads: &[Tensor]) {
-        // (first parameter, one past the last, step count before this update)
-        let mut runs: Vec<(usize, usize, i64)> = Vec::new();
-        for (i, ((name, _), g)) in self.params.iter().zip(grads).enumerate() {
-            if !g.defined() {
-                continue;
-            }
-            let step = self.steps.get(name).copied().unwrap_or(0);
-            match runs.last_mut() {
-                Some(run) if run.1 == i && run.2 == step => run.1 = i + 1,
-                _ => runs.push((i, i + 1, step)),
-            }
+        let active: Vec<bool> = grads.iter().map(Tensor::defined).collect();
+        let mut runs = self.runs(&active);
+        let flat = self.flat.as_mut().expect("flat buffers");
+        if runs.len() > 1 && !flat.relaid && flat.last_active == active {
+            flat.relayout(&self.params, &active);
+            self.refresh_views();
+            runs = self.runs(&active);
         }
+        let flat = self.flat.as_mut().expect("flat buffers");
+        flat.last_active = active;
         let (b1, b2) = self.betas;
         let flat = self.flat.as_ref().expect("flat buffers");
         tch::no_grad(|| {
-            for &(first, end, step) in &runs {
-                let off = flat.spans[first].0;
-                let (last_off, last_n) = flat.spans[end - 1];
-                let len = last_off + last_n - off;
-                let g = if end - first == 1 {
-                    grads[first].reshape([-1])
+            for (members, step) in &runs {
+                let off = flat.spans[members[0]].0;
+                let len: i64 = members.iter().map(|&i| flat.spans[i].1).sum();
+                let g = if members.len() == 1 {
+                    grads[members[0]].reshape([-1])
                 } else {
                     let parts: Vec<Tensor> =
-                        grads[first..end].iter().map(|g| g.reshape([-1])).collect();
+                        members.iter().map(|&i| grads[i].reshape([-1])).collect();
                     Tensor::cat(&parts, 0)
                 };
                 let mut p = flat.param.narrow(0, off, len);
@@ -182,11 +181,46 @@ impl Adam {
                 let step_size = self.lr / bias1;
                 let denom = v.sqrt() / bias2.sqrt() + self.eps;
                 let _ = p.addcdiv_(&(&m * -step_size), &denom);
-                for (name, _) in &self.params[first..end] {
-                    self.steps.insert(name.clone(), step);
+                for &i in members {
+                    self.steps.insert(self.params[i].0.clone(), step);
                 }
             }
         });
+    }
+
+    /// Runs of `active` parameters consecutive in the buffers with equal step counts:
+    /// (parameter indices in buffer order, step count before this update).
+    fn runs(&self, active: &[bool]) -> Vec<(Vec<usize>, i64)> {
+        let flat = self.flat.as_ref().expect("flat buffers");
+        let mut runs: Vec<(Vec<usize>, i64)> = Vec::new();
+        let mut prev: Option<usize> = None;
+        for (pos, &i) in flat.order.iter().enumerate() {
+            if !active[i] {
+                continue;
+            }
+            let step = self.steps.get(&self.params[i].0).copied().unwrap_or(0);
+            match runs.last_mut() {
+                Some((members, s)) if prev == Some(pos - 1) && *s == step => members.push(i),
+                _ => runs.push((vec![i], step)),
+            }
+            prev = Some(pos);
+        }
+        runs
+    }
+
+    /// The per-parameter moment views, after the buffers moved.
+    fn refresh_views(&mut self) {
+        let flat = self.flat.as_ref().expect("flat buffers");
+        for ((name, p), &(off, n)) in self.params.iter().zip(&flat.spans) {
+            self.exp_avg.insert(
+                name.clone(),
+                flat.exp_avg.narrow(0, off, n).view(p.size().as_slice()),
+            );
+            self.exp_avg_sq.insert(
+                name.clone(),
+                flat.exp_avg_sq.narrow(0, off, n).view(p.size().as_slice()),
+            );
+        }
     }
 
     /// Step counts of the parameters that have state.
@@ -280,32 +314,80 @@ impl Flat {
         {
             return None;
         }
-        let mut spans = Vec::with_capacity(params.len());
-        let mut total = 0i64;
-        for (_, p) in params {
-            let n = p.numel() as i64;
-            spans.push((total, n));
-            total += n;
-        }
-        let param = tch::no_grad(|| {
-            Tensor::cat(
-                &params
-                    .iter()
-                    .map(|(_, p)| p.reshape([-1]))
-                    .collect::<Vec<_>>(),
-                0,
-            )
-        });
-        for ((_, p), &(off, n)) in params.iter().zip(&spans) {
-            let mut p = p.shallow_clone();
-            p.set_data(&param.narrow(0, off, n).view(p.size().as_slice()));
-        }
+        let order: Vec<usize> = (0..params.len()).collect();
+        let (param, spans) = pack(params, &order, |i| params[i].1.shallow_clone());
+        let total = param.numel() as i64;
+        point_at(params, &param, &spans);
         Some(Flat {
             exp_avg: Tensor::zeros([total], (kind, device)),
             exp_avg_sq: Tensor::zeros([total], (kind, device)),
             param,
             spans,
+            order,
+            last_active: Vec::new(),
+            relaid: false,
         })
+    }
+
+    /// Lays the buffers out again with the `active` parameters first (each group in its
+    /// current order); values are copied, not changed.
+    fn relayout(&mut self, params: &[(String, Tensor)], active: &[bool]) {
+        let order: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| active[i])
+            .chain(self.order.iter().copied().filter(|&i| !active[i]))
+            .collect();
+        let view =
+            |buf: &Tensor, spans: &[(i64, i64)], i: usize| buf.narrow(0, spans[i].0, spans[i].1);
+        let old = self.spans.clone();
+        let (param, spans) = pack(params, &order, |i| view(&self.param, &old, i));
+        let (exp_avg, _) = pack(params, &order, |i| view(&self.exp_avg, &old, i));
+        let (exp_avg_sq, _) = pack(params, &order, |i| view(&self.exp_avg_sq, &old, i));
+        point_at(params, &param, &spans);
+        *self = Flat {
+            param,
+            exp_avg,
+            exp_avg_sq,
+            spans,
+            order,
+            last_active: Vec::new(),
+            relaid: true,
+        };
+    }
+}
+
+/// One buffer holding `part(i)` for the parameters in `order`, and each parameter's span in it.
+fn pack(
+    params: &[(String, Tensor)],
+    order: &[usize],
+    part: impl Fn(usize) -> Tensor,
+) -> (Tensor, Vec<(i64, i64)>) {
+    let mut spans = vec![(0i64, 0i64); params.len()];
+    let mut total = 0i64;
+    for &i in order {
+        let n = params[i].1.numel() as i64;
+        spans[i] = (total, n);
+        total += n;
+    }
+    let buf = tch::no_grad(|| {
+        Tensor::cat(
+            &order
+                .iter()
+                .map(|&i| part(i).reshape([-1]))
+                .collect::<Vec<_>>(),
+            0,
+        )
+    });
+    (buf, spans)
+}
+
+/// Makes every parameter's data a view of `buf` at its span.
+fn point_at(params: &[(String, Tensor)], buf: &Tensor, spans: &[(i64, i64)]) {
+    for ((_, p), &(off, n)) in params.iter().zip(spans) {
+        let mut p = p.shallow_clone();
+        p.set_data(&buf.narrow(0, off, n).view(p.size().as_slice()));
     }
 }
 
@@ -366,10 +448,11 @@ mod tests {
     }
 
     /// The flat update equals the per-tensor update bit for bit, including parameters that
-    /// skip steps (so that step counts, and bias corrections, differ between groups).
+    /// never get a gradient (as the dead `bn1`) or skip steps (so that step counts, and bias
+    /// corrections, differ), and across the one-time re-layout of the buffers.
     #[test]
     fn flat_update_equals_per_tensor_update() {
-        let shapes: [&[i64]; 4] = [&[3, 2], &[5], &[1], &[2, 2, 2]];
+        let shapes: [&[i64]; 5] = [&[3, 2], &[5], &[1], &[2, 2, 2], &[4]];
         let make = |seed: i64| {
             tch::manual_seed(seed);
             shapes
@@ -390,13 +473,15 @@ mod tests {
         each.exp_avg_sq.clear();
         assert!(flat.flat.is_some());
         tch::manual_seed(99);
-        for step in 0..6 {
+        for step in 0..8 {
             let grads: Vec<Tensor> = shapes
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    // p1 skips odd steps, p3 skips the first two: three step-count groups.
-                    if (i == 1 && step % 2 == 1) || (i == 3 && step < 2) {
+                    // p2 never has a gradient; p1 skips step 1, p4 steps 0 and 1: the set
+                    // {0, 1, 3, 4} repeats from step 2 as two runs, which triggers the
+                    // re-layout at step 3.
+                    if i == 2 || (i == 1 && step == 1) || (i == 4 && step < 2) {
                         Tensor::new()
                     } else {
                         Tensor::randn(*s, (Kind::Float, Device::Cpu))
@@ -409,6 +494,10 @@ mod tests {
                 assert!(a.equal(b), "{n} differs after step {step}");
             }
         }
+        assert!(
+            flat.flat.as_ref().unwrap().relaid,
+            "the buffers were laid out again"
+        );
         assert_eq!(flat.steps(), each.steps());
         let (fs, _) = flat.state();
         let (es, _) = each.state();
