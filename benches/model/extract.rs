@@ -119,13 +119,15 @@ pub fn run(a: &ExtractArgs, mem: &GpuMemory) -> anyhow::Result<()> {
         let obj = row.as_object_mut().expect("an object");
         obj.insert("batch".into(), json!(batch));
         let measured = (|| -> Result<(f64, usize), ModelError> {
+            // As the extract_ssl stage does: the features are read where the extractor left
+            // them on the host (PyTorch's side ends with them in a host tensor too).
             for _ in 0..a.warmup {
-                ex.extract(&wave, batch)?;
+                ex.extract_with(&wave, batch, |f| f.frames)?;
             }
             let t = Instant::now();
             let mut frames = 0;
             for _ in 0..a.iters {
-                frames = ex.extract(&wave, batch)?.frames;
+                frames = ex.extract_with(&wave, batch, |f| f.frames)?;
             }
             Ok((t.elapsed().as_secs_f64(), frames))
         })();

@@ -8,7 +8,9 @@ use crate::model::api::{
 };
 use crate::model::checkpoint::{CheckpointConfig, SslDigest, SslSection};
 use crate::model::error::ModelError;
-use crate::model::options::{Features, Precision, Preprocessing, RuntimeInfo, SslOutput};
+use crate::model::options::{
+    Features, FeaturesRef, Precision, Preprocessing, RuntimeInfo, SslOutput,
+};
 
 /// Without libtorch: reports that it is not built in.
 pub fn runtime_info() -> RuntimeInfo {
@@ -89,6 +91,24 @@ impl Extractor {
     }
     /// Never called (no value exists).
     pub fn extract_i16(&self, _waveforms: &[i16], _batch: usize) -> Result<Features, ModelError> {
+        match *self {}
+    }
+    /// Never called (no value exists).
+    pub fn extract_with<R>(
+        &self,
+        _waveforms: &[f32],
+        _batch: usize,
+        _consume: impl FnOnce(FeaturesRef<'_>) -> R,
+    ) -> Result<R, ModelError> {
+        match *self {}
+    }
+    /// Never called (no value exists).
+    pub fn extract_i16_with<R>(
+        &self,
+        _waveforms: &[i16],
+        _batch: usize,
+        _consume: impl FnOnce(FeaturesRef<'_>) -> R,
+    ) -> Result<R, ModelError> {
         match *self {}
     }
 }

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::model::api::ExtractOptions;
 use crate::model::checkpoint::{SslDigest, SslSection};
 use crate::model::error::{ModelError, TorchContext};
-use crate::model::options::{Features, Precision, SslOutput};
+use crate::model::options::{Features, FeaturesRef, Precision, SslOutput};
 use crate::model::runtime::{GuardCtx, device_name, guard, resolve_device, with_precision};
 use crate::model::wav2vec2::{PretrainedSsl, normalize_waveforms};
 
@@ -139,14 +139,21 @@ impl Extractor {
         Ok(samples)
     }
 
-    fn run(&self, input: Tensor, batch: usize) -> Result<Features, ModelError> {
+    /// Extracts the batch and hands `consume` the features on the host, borrowed from a
+    /// page-locked buffer on CUDA (no further copy), from the result tensor on the CPU.
+    fn run<R>(
+        &self,
+        input: Tensor,
+        batch: usize,
+        consume: impl FnOnce(FeaturesRef<'_>) -> R,
+    ) -> Result<R, ModelError> {
         let ctx = GuardCtx {
             stage: &self.opts.oom.stage,
             action: "extracting a batch",
             batch_size: batch,
             config_key: &self.opts.oom.config_key,
         };
-        guard(&ctx, || {
+        let (feats, b, t, d) = guard(&ctx, || {
             let feats = tch::no_grad(|| {
                 let x = normalize_waveforms(&input);
                 with_precision(self.precision, self.device, || {
@@ -154,41 +161,50 @@ impl Extractor {
                 })
             });
             let (b, t, d) = feats.size3().ctx(|| "reading the feature shape".into())?;
-            let data = if self.device.is_cuda() {
-                let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+            Ok((feats, b, t, d))
+        })?;
+        let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        let host = guard(&ctx, || {
+            if self.device.is_cuda() {
                 let mut host =
                     staging_buffer(&mut staging.output, &[b, t, d], Kind::Half, self.device);
                 host.f_copy_(&feats.to_kind(Kind::Half))
                     .ctx(|| "copying features to the host".into())?;
-                // SAFETY: `host` is a contiguous CPU tensor of b*t*d f16 values that stays
-                // alive (held by `staging`) while the slice is copied.
-                let values = unsafe {
-                    std::slice::from_raw_parts(
-                        host.data_ptr() as *const half::f16,
-                        (b * t * d) as usize,
-                    )
-                };
-                values.to_vec()
+                Ok(host)
             } else {
-                let host = feats.to_kind(Kind::Half).contiguous();
-                Vec::<half::f16>::try_from(host.view([-1]))
-                    .ctx(|| "copying features to the host".into())?
-            };
-            Ok(Features {
-                batch: b as usize,
-                frames: t as usize,
-                dim: d as usize,
-                data,
-            })
-        })
+                Ok(feats.to_kind(Kind::Half).contiguous())
+            }
+        })?;
+        let n = (b * t * d) as usize;
+        // SAFETY: `host` is a contiguous CPU tensor of `n` f16 values; it is alive (and, on
+        // CUDA, not reused: `staging` stays locked) until `consume` returns.
+        let data = unsafe { std::slice::from_raw_parts(host.data_ptr() as *const half::f16, n) };
+        Ok(consume(FeaturesRef {
+            batch: b as usize,
+            frames: t as usize,
+            dim: d as usize,
+            data,
+        }))
     }
 
     /// Features of `batch` clips of equal length given row-major in `waveforms` (float samples,
     /// any scale: every clip is z-normalised first).
     pub fn extract(&self, waveforms: &[f32], batch: usize) -> Result<Features, ModelError> {
+        self.extract_with(waveforms, batch, |f| f.to_owned())
+    }
+
+    /// Like [`Extractor::extract`], handing `consume` the features borrowed from the host
+    /// buffer instead of returning a copy (the `extract_ssl` stage writes them straight into
+    /// its shard).
+    pub fn extract_with<R>(
+        &self,
+        waveforms: &[f32],
+        batch: usize,
+        consume: impl FnOnce(FeaturesRef<'_>) -> R,
+    ) -> Result<R, ModelError> {
         let samples = self.check(waveforms.len(), batch)?;
         let input = self.upload(waveforms, Kind::Float, batch, samples);
-        self.run(input, batch)
+        self.run(input, batch, consume)
     }
 
     /// The rows on the device: through a page-locked buffer for CUDA, synchronously (the buffer
@@ -216,11 +232,21 @@ impl Extractor {
     /// Like [`Extractor::extract`] for 16-bit PCM rows (sent to the device as i16, half the
     /// bytes of f32; the scale is irrelevant after normalisation).
     pub fn extract_i16(&self, waveforms: &[i16], batch: usize) -> Result<Features, ModelError> {
+        self.extract_i16_with(waveforms, batch, |f| f.to_owned())
+    }
+
+    /// [`Extractor::extract_with`] for 16-bit PCM rows.
+    pub fn extract_i16_with<R>(
+        &self,
+        waveforms: &[i16],
+        batch: usize,
+        consume: impl FnOnce(FeaturesRef<'_>) -> R,
+    ) -> Result<R, ModelError> {
         let samples = self.check(waveforms.len(), batch)?;
         let input = self
             .upload(waveforms, Kind::Int16, batch, samples)
             .to_kind(Kind::Float)
             / 32768.0;
-        self.run(input, batch)
+        self.run(input, batch, consume)
     }
 }

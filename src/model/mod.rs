@@ -21,7 +21,8 @@ pub use api::{
 pub use checkpoint::{CheckpointConfig, SslDigest, SslSection, copy_checkpoint, ssl_digest};
 pub use error::ModelError;
 pub use options::{
-    ChannelPolicy, DeviceChoice, Features, Precision, Preprocessing, RuntimeInfo, SslOutput,
+    ChannelPolicy, DeviceChoice, Features, FeaturesRef, Precision, Preprocessing, RuntimeInfo,
+    SslOutput,
 };
 
 #[cfg(feature = "torch")]

@@ -191,8 +191,59 @@ pub struct Features {
 impl Features {
     /// The features of clip `i` (`frames * dim` values).
     pub fn clip(&self, i: usize) -> &[half::f16] {
+        self.as_ref().clip(i)
+    }
+
+    /// A borrowed view.
+    pub fn as_ref(&self) -> FeaturesRef<'_> {
+        FeaturesRef {
+            batch: self.batch,
+            frames: self.frames,
+            dim: self.dim,
+            data: &self.data,
+        }
+    }
+}
+
+/// A batch of features borrowed from the extractor's host buffer (see
+/// `Extractor::extract_with`): `[batch, frames, dim]`, row-major, f16.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeaturesRef<'a> {
+    /// Number of clips.
+    pub batch: usize,
+    /// Frames per clip.
+    pub frames: usize,
+    /// Feature dimension (the SSL hidden size).
+    pub dim: usize,
+    /// `batch * frames * dim` values.
+    pub data: &'a [half::f16],
+}
+
+impl<'a> FeaturesRef<'a> {
+    /// The features of clip `i` (`frames * dim` values).
+    pub fn clip(&self, i: usize) -> &'a [half::f16] {
         let n = self.frames * self.dim;
         &self.data[i * n..(i + 1) * n]
+    }
+
+    /// The features of clip `i` as little-endian bytes, as a feature shard stores a row (the
+    /// in-memory bytes: every supported target is little-endian, checked at compile time).
+    pub fn clip_bytes(&self, i: usize) -> &'a [u8] {
+        const _: () = assert!(
+            cfg!(target_endian = "little"),
+            "feature shards are little-endian"
+        );
+        bytemuck::cast_slice(self.clip(i))
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> Features {
+        Features {
+            batch: self.batch,
+            frames: self.frames,
+            dim: self.dim,
+            data: self.data.to_vec(),
+        }
     }
 }
 

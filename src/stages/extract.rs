@@ -16,7 +16,7 @@ use super::model_data::{
 use super::{ItemCounts, Stage, StageError, StageReport};
 use crate::exec::context::{KeyCtx, StageCtx};
 use crate::model::{
-    DeviceChoice, ExtractOptions, Extractor, OomHint, Precision, SslDigest, SslSection,
+    DeviceChoice, ExtractOptions, Extractor, FeaturesRef, OomHint, Precision, SslDigest, SslSection,
 };
 use crate::shards::{Dtype, IndexRow, ShardReader, ShardWriter, write_index};
 use crate::spec::{Issue, Pipeline, Resources, StageDef, positions};
@@ -202,28 +202,29 @@ impl ShardJob<'_> {
                 return Ok(());
             }
             self.ctx.check_cancelled()?;
-            let feats = match pending {
-                Pending::I16(v) => self.extractor.extract_i16(v, *n),
-                Pending::F32(v) => self.extractor.extract(v, *n),
-            }
-            .map_err(|e| model_error(self.ctx, e))?;
-            if [feats.frames, feats.dim] != self.row_shape {
-                return Err(input_error(
-                    stage,
-                    format!(
-                        "features came out [{}, {}], expected {:?}",
-                        feats.frames, feats.dim, self.row_shape
-                    ),
-                ));
-            }
-            let mut bytes = Vec::with_capacity(row_bytes);
-            for i in 0..*n {
-                bytes.clear();
-                for v in feats.clip(i) {
-                    bytes.extend_from_slice(&v.to_le_bytes());
+            let shape = self.row_shape;
+            let write = |feats: FeaturesRef<'_>| -> Result<(), StageError> {
+                if [feats.frames, feats.dim] != shape {
+                    return Err(input_error(
+                        stage,
+                        format!(
+                            "features came out [{}, {}], expected {shape:?}",
+                            feats.frames, feats.dim
+                        ),
+                    ));
                 }
-                writer.write_row_bytes(&bytes).map_err(shard_err)?;
+                for i in 0..feats.batch {
+                    writer
+                        .write_row_bytes(feats.clip_bytes(i))
+                        .map_err(shard_err)?;
+                }
+                Ok(())
+            };
+            match pending {
+                Pending::I16(v) => self.extractor.extract_i16_with(v, *n, write),
+                Pending::F32(v) => self.extractor.extract_with(v, *n, write),
             }
+            .map_err(|e| model_error(self.ctx, e))??;
             self.progress.inc(*n as u64);
             pending.clear();
             *n = 0;
