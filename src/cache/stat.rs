@@ -1,14 +1,14 @@
 //! The persistent stat cache: `(device, inode, size, mtime_ns, ctime_ns) → blake3`, so an
 //! unchanged file is never read twice. Loaded once per process, saved atomically only when it
 //! changed. Files and folders are hashed in parallel (rayon) with a progress callback whose total
-//! is known before hashing starts.
+//! is known before hashing starts. The last listing of every folder hashed in this process is
+//! kept, so a stage can use the listing its key was computed from instead of walking again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use globset::GlobSet;
@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{ContentDigest, Digest, hash_file};
+use super::tree::{Collected, TreeFile, TreeListing, TreeProblem, TreeProblemKind, collect};
 use super::{CacheError, fsutil};
 
 const FORMAT: u32 = 1;
@@ -67,7 +68,7 @@ impl FileStat {
         Ok(Self::from_meta(path.to_path_buf(), &m))
     }
 
-    fn from_meta(path: PathBuf, m: &std::fs::Metadata) -> Self {
+    pub(super) fn from_meta(path: PathBuf, m: &std::fs::Metadata) -> Self {
         FileStat {
             path,
             dev: m.dev(),
@@ -79,12 +80,27 @@ impl FileStat {
     }
 }
 
+/// Which folder walk a remembered listing came from: the folder and the include globs (by the
+/// identity of their `Arc`, which the memo keeps alive so the address cannot be reused).
+type TreeId = (PathBuf, usize);
+
+/// A remembered listing with the globs it was filtered by.
+type TreeMemo = HashMap<TreeId, (Option<Arc<GlobSet>>, Arc<TreeListing>)>;
+
 /// The persistent stat cache (`cache/state/stat-cache.bin`).
 #[derive(Debug)]
 pub struct StatCache {
     file: Option<PathBuf>,
     map: RwLock<HashMap<(u64, u64), Rec>>,
     dirty: AtomicBool,
+    trees: Mutex<TreeMemo>,
+}
+
+fn tree_id(spec: &TreeSpec) -> TreeId {
+    (
+        spec.path.clone(),
+        spec.include.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize),
+    )
 }
 
 /// A folder's content: relative path (`/`-separated) → file digest.
@@ -106,7 +122,9 @@ pub enum TreeKind {
     Dir,
 }
 
-/// What to hash: a file or folder, optionally filtered by globs (relative to it).
+/// What to hash: a file or folder, optionally filtered by globs (relative to it). Two specs name
+/// the same walk when their paths are equal and their `include` is the same `Arc` (or both
+/// `None`): see [`StatCache::tree_listing`].
 #[derive(Debug, Clone)]
 pub struct TreeSpec {
     /// Absolute path.
@@ -128,6 +146,8 @@ pub struct TreeDigest {
     pub bytes: u64,
     /// The folder listing (folders only).
     pub listing: Option<Arc<Listing>>,
+    /// The walk behind it: sizes, left-out files, problems (folders only).
+    pub tree: Option<Arc<TreeListing>>,
 }
 
 /// Progress of one hashing pass.
@@ -166,6 +186,7 @@ impl StatCache {
             file: Some(file),
             map: RwLock::new(map),
             dirty: AtomicBool::new(false),
+            trees: Mutex::new(HashMap::new()),
         }
     }
 
@@ -176,6 +197,7 @@ impl StatCache {
             file: None,
             map: RwLock::new(HashMap::new()),
             dirty: AtomicBool::new(false),
+            trees: Mutex::new(HashMap::new()),
         }
     }
 
@@ -231,15 +253,25 @@ impl StatCache {
         progress: &dyn HashProgress,
     ) -> Result<Vec<ContentDigest>, CacheError> {
         let refs: Vec<&FileStat> = files.iter().collect();
-        self.hash_refs(&refs, progress)
+        self.hash_each(&refs, progress)?
+            .into_iter()
+            .zip(files)
+            .map(|(d, f)| {
+                d.map_err(|source| CacheError::Read {
+                    path: f.path.clone(),
+                    source,
+                })
+            })
+            .collect()
     }
 
-    fn hash_refs(
+    /// Digests of `files` (same order), each with its own read error.
+    fn hash_each(
         &self,
         files: &[&FileStat],
         progress: &dyn HashProgress,
-    ) -> Result<Vec<ContentDigest>, CacheError> {
-        let mut out: Vec<Option<ContentDigest>> = {
+    ) -> Result<Vec<std::io::Result<ContentDigest>>, CacheError> {
+        let mut out: Vec<Option<std::io::Result<ContentDigest>>> = {
             let map = self
                 .map
                 .read()
@@ -250,7 +282,7 @@ impl StatCache {
                 .map(|s| {
                     let r = map.get(&(s.dev, s.ino))?;
                     (r.size == s.size && r.mtime_ns == s.mtime_ns && r.ctime_ns == s.ctime_ns)
-                        .then(|| Digest::from_hash(blake3::Hash::from_bytes(r.digest)))
+                        .then(|| Ok(Digest::from_hash(blake3::Hash::from_bytes(r.digest))))
                 })
                 .collect()
         };
@@ -266,21 +298,18 @@ impl StatCache {
         }
         let started = now_ns();
         let done = AtomicU64::new(0);
-        let hashed: Vec<(usize, ContentDigest)> = misses
+        let hashed: Vec<(usize, std::io::Result<ContentDigest>)> = misses
             .par_iter()
             .map(|&i| {
                 let f = files[i];
-                let d = hash_file(&f.path, f.size).map_err(|source| CacheError::Read {
-                    path: f.path.clone(),
-                    source,
-                })?;
+                let d = hash_file(&f.path, f.size);
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(256) {
                     progress.advance(256);
                 }
-                Ok((i, d))
+                (i, d)
             })
-            .collect::<Result<_, CacheError>>()?;
+            .collect();
         progress.advance(done.load(Ordering::Relaxed) % 256);
         let mut map = self
             .map
@@ -288,7 +317,9 @@ impl StatCache {
             .map_err(|_| poisoned(Path::new("stat cache")))?;
         for (i, d) in hashed {
             let f = files[i];
-            if f.mtime_ns.max(f.ctime_ns) < started - RACY_MARGIN_NS {
+            if let Ok(d) = &d
+                && f.mtime_ns.max(f.ctime_ns) < started - RACY_MARGIN_NS
+            {
                 map.insert(
                     (f.dev, f.ino),
                     Rec {
@@ -306,9 +337,14 @@ impl StatCache {
     }
 
     /// Digests of several files and folders in one parallel pass (`None` for a missing path).
+    /// Inside a folder, symlinked folders are followed; symlink loops, dangling links,
+    /// unreadable folders and files that cannot be read are left out of the listing and reported
+    /// in [`TreeDigest::tree`], never fatal. Every folder's listing is remembered for
+    /// [`StatCache::tree_listing`].
     ///
     /// # Errors
-    /// A file or folder that exists but cannot be read.
+    /// A path that exists but cannot be stat-ed, a folder whose own entries cannot be read, or a
+    /// file (given directly, not inside a folder) that cannot be read.
     pub fn digest_trees(
         &self,
         specs: &[TreeSpec],
@@ -321,45 +357,108 @@ impl StatCache {
             .flatten()
             .flat_map(|c| c.files.iter().map(|(_, s)| s))
             .collect();
-        let digests = self.hash_refs(&all, progress)?;
+        let digests = self.hash_each(&all, progress)?;
         let mut it = digests.into_iter();
-        Ok(collected
-            .into_iter()
-            .map(|c| {
-                let c = c?;
-                let bytes = c.files.iter().map(|(_, s)| s.size).sum();
-                let n = c.files.len() as u64;
-                Some(match c.kind {
-                    TreeKind::File => TreeDigest {
-                        kind: TreeKind::File,
-                        digest: it.next().unwrap_or_else(|| ContentDigest::of_bytes(b"")),
-                        files: 1,
-                        bytes,
-                        listing: None,
-                    },
-                    TreeKind::Dir => {
-                        let listing: Listing = c
-                            .files
-                            .into_iter()
-                            .map(|(rel, _)| {
-                                (
-                                    rel,
-                                    it.next().unwrap_or_else(|| ContentDigest::of_bytes(b"")),
-                                )
-                            })
-                            .collect();
-                        let digest = ContentDigest::of_bytes(&listing_bytes(&listing));
-                        TreeDigest {
-                            kind: TreeKind::Dir,
-                            digest,
-                            files: n,
-                            bytes,
-                            listing: Some(Arc::new(listing)),
-                        }
-                    }
-                })
-            })
-            .collect())
+        let mut out = Vec::with_capacity(specs.len());
+        for (spec, c) in specs.iter().zip(collected) {
+            let Some(c) = c else {
+                out.push(None);
+                continue;
+            };
+            let n = c.files.len();
+            let hashed: Vec<(String, FileStat, std::io::Result<ContentDigest>)> = c
+                .files
+                .into_iter()
+                .zip(it.by_ref().take(n))
+                .map(|((rel, st), d)| (rel, st, d))
+                .collect();
+            if c.kind == TreeKind::File {
+                let Some((_, st, d)) = hashed.into_iter().next() else {
+                    out.push(None);
+                    continue;
+                };
+                let digest = d.map_err(|source| CacheError::Read {
+                    path: st.path.clone(),
+                    source,
+                })?;
+                out.push(Some(TreeDigest {
+                    kind: TreeKind::File,
+                    digest,
+                    files: 1,
+                    bytes: st.size,
+                    listing: None,
+                    tree: None,
+                }));
+                continue;
+            }
+            let mut problems = c.problems;
+            let mut files = Vec::with_capacity(hashed.len());
+            for (rel, st, d) in hashed {
+                match d {
+                    Ok(digest) => files.push(TreeFile {
+                        rel,
+                        size: st.size,
+                        digest,
+                    }),
+                    Err(e) => problems.push(TreeProblem {
+                        path: st.path,
+                        kind: TreeProblemKind::Unreadable {
+                            message: e.to_string(),
+                        },
+                    }),
+                }
+            }
+            problems.sort();
+            let listing: Listing = files.iter().map(|f| (f.rel.clone(), f.digest)).collect();
+            let tree = Arc::new(TreeListing {
+                root: spec.path.clone(),
+                files,
+                others: c.others,
+                problems,
+            });
+            self.remember(spec, &tree);
+            out.push(Some(TreeDigest {
+                kind: TreeKind::Dir,
+                digest: ContentDigest::of_bytes(&listing_bytes(&listing)),
+                files: tree.files.len() as u64,
+                bytes: tree.files.iter().map(|f| f.size).sum(),
+                listing: Some(Arc::new(listing)),
+                tree: Some(tree),
+            }));
+        }
+        Ok(out)
+    }
+
+    fn remember(&self, spec: &TreeSpec, tree: &Arc<TreeListing>) {
+        if let Ok(mut m) = self.trees.lock() {
+            m.insert(tree_id(spec), (spec.include.clone(), Arc::clone(tree)));
+        }
+    }
+
+    /// The listing of the last walk of `spec` in this process (same path, same `include` `Arc`),
+    /// if any: what a stage key computed moments earlier was built from.
+    #[must_use]
+    pub fn remembered_listing(&self, spec: &TreeSpec) -> Option<Arc<TreeListing>> {
+        let m = self.trees.lock().ok()?;
+        m.get(&tree_id(spec)).map(|(_, t)| Arc::clone(t))
+    }
+
+    /// The listing of folder `spec`: the remembered one (see
+    /// [`StatCache::remembered_listing`]), else a new walk (remembered in turn). `None` when
+    /// the path does not exist or is not a folder.
+    ///
+    /// # Errors
+    /// As [`StatCache::digest_trees`].
+    pub fn tree_listing(
+        &self,
+        spec: &TreeSpec,
+        progress: &dyn HashProgress,
+    ) -> Result<Option<Arc<TreeListing>>, CacheError> {
+        if let Some(t) = self.remembered_listing(spec) {
+            return Ok(Some(t));
+        }
+        let got = self.digest_trees(std::slice::from_ref(spec), progress)?;
+        Ok(got.into_iter().next().flatten().and_then(|t| t.tree))
     }
 }
 
@@ -368,119 +467,6 @@ fn poisoned(path: &Path) -> CacheError {
         path: path.to_path_buf(),
         message: "stat cache lock poisoned".into(),
     }
-}
-
-struct Collected {
-    kind: TreeKind,
-    files: Vec<(String, FileStat)>,
-}
-
-/// Lists a file or folder (sorted, `/`-separated relative paths). Files are stat-ed in parallel,
-/// one folder at a time relative to an open descriptor of that folder (`fstatat`), so the kernel
-/// resolves one path component per file instead of the whole path.
-fn collect(spec: &TreeSpec) -> Result<Option<Collected>, CacheError> {
-    let meta = match std::fs::metadata(&spec.path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CacheError::Read {
-                path: spec.path.clone(),
-                source,
-            });
-        }
-    };
-    if !meta.is_dir() {
-        return Ok(Some(Collected {
-            kind: TreeKind::File,
-            files: vec![(String::new(), FileStat::from_meta(spec.path.clone(), &meta))],
-        }));
-    }
-    // Consecutive files of one folder form a group (walkdir yields a folder's entries together,
-    // interrupted only by the subfolders it descends into).
-    let mut groups: Vec<(PathBuf, Vec<(String, std::ffi::OsString)>)> = Vec::new();
-    let root_len = spec.path.as_os_str().len();
-    // Unsorted walk: the listing is a sorted map, so the traversal order does not matter.
-    for entry in walkdir::WalkDir::new(&spec.path) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(&spec.path).to_path_buf();
-            CacheError::Read {
-                path,
-                source: e.into(),
-            }
-        })?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        // Byte slicing instead of `Path` component parsing: this loop runs once per file.
-        let full = entry.path().as_os_str().as_bytes();
-        let rel =
-            String::from_utf8_lossy(full.get(root_len + 1..).unwrap_or_default()).into_owned();
-        if let Some(globs) = &spec.include
-            && !globs.is_match(&rel)
-        {
-            continue;
-        }
-        let cut = full.iter().rposition(|&b| b == b'/').unwrap_or(0);
-        let parent = &full[..cut];
-        let name = std::ffi::OsStr::from_bytes(&full[cut + 1..]).to_owned();
-        match groups.last_mut() {
-            Some((dir, files)) if dir.as_os_str().as_bytes() == parent => files.push((rel, name)),
-            _ => groups.push((
-                PathBuf::from(std::ffi::OsStr::from_bytes(parent)),
-                vec![(rel, name)],
-            )),
-        }
-    }
-    let stats: Vec<Vec<(String, FileStat)>> = groups
-        .into_par_iter()
-        .map(|(dir, files)| stat_group(&dir, files))
-        .collect::<Result<_, _>>()?;
-    let mut files: Vec<(String, FileStat)> = stats.into_iter().flatten().collect();
-    files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(Some(Collected {
-        kind: TreeKind::Dir,
-        files,
-    }))
-}
-
-/// Stats the files of one folder relative to its descriptor; symlinks to folders are skipped
-/// (not followed inside a dep).
-fn stat_group(
-    dir: &Path,
-    files: Vec<(String, std::ffi::OsString)>,
-) -> Result<Vec<(String, FileStat)>, CacheError> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-    let read_err = |path: PathBuf, e: rustix::io::Errno| CacheError::Read {
-        path,
-        source: e.into(),
-    };
-    let fd = rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| read_err(dir.to_path_buf(), e))?;
-    let mut out = Vec::with_capacity(files.len());
-    for (rel, name) in files {
-        let st = rustix::fs::statat(&fd, name.as_os_str(), AtFlags::empty())
-            .map_err(|e| read_err(dir.join(&name), e))?;
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            continue;
-        }
-        let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
-        out.push((
-            rel,
-            FileStat {
-                path: dir.join(&name),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                size: u64::try_from(st.st_size).unwrap_or(0),
-                mtime_ns: ns(st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0)),
-                ctime_ns: ns(st.st_ctime, i64::try_from(st.st_ctime_nsec).unwrap_or(0)),
-            },
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -574,5 +560,63 @@ mod tests {
             .unwrap();
         assert!(got[0].is_none());
         assert_eq!(got[1].as_ref().unwrap().listing.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_last_listing_of_a_walk_is_remembered_by_path_and_glob_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.flac", "b.flac", "c.txt"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let globs = || {
+            let mut b = globset::GlobSetBuilder::new();
+            b.add(globset::Glob::new("*.flac").unwrap());
+            Some(Arc::new(b.build().unwrap()))
+        };
+        let spec = TreeSpec {
+            path: dir.path().to_path_buf(),
+            include: globs(),
+        };
+        let sc = StatCache::in_memory();
+        assert!(sc.remembered_listing(&spec).is_none());
+        let key_walk = sc
+            .digest_trees(std::slice::from_ref(&spec), &NoProgress)
+            .unwrap();
+        let first = key_walk[0].as_ref().unwrap().tree.clone().unwrap();
+        assert_eq!(first.files.len(), 2);
+        assert_eq!(first.others, ["c.txt"]);
+
+        // The same spec gets the listing the key was computed from, without walking again
+        // (a file removed since is still listed: it is what the key saw).
+        std::fs::remove_file(dir.path().join("b.flac")).unwrap();
+        let handed = sc.tree_listing(&spec, &NoProgress).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&handed, &first));
+
+        // Equal globs in another `Arc` are another walk: the folder as it is now.
+        let other = TreeSpec {
+            path: dir.path().to_path_buf(),
+            include: globs(),
+        };
+        let fresh = sc.tree_listing(&other, &NoProgress).unwrap().unwrap();
+        assert_eq!(fresh.files.len(), 1);
+        assert!(Arc::ptr_eq(&sc.remembered_listing(&other).unwrap(), &fresh));
+        assert!(Arc::ptr_eq(&sc.remembered_listing(&spec).unwrap(), &first));
+
+        // A walk of the same spec replaces what was remembered.
+        sc.digest_trees(std::slice::from_ref(&spec), &NoProgress)
+            .unwrap();
+        assert_eq!(sc.remembered_listing(&spec).unwrap().files.len(), 1);
+
+        // Files and missing paths have no listing.
+        let file = TreeSpec {
+            path: dir.path().join("a.flac"),
+            include: None,
+        };
+        assert!(sc.tree_listing(&file, &NoProgress).unwrap().is_none());
+        let missing = TreeSpec {
+            path: dir.path().join("nope"),
+            include: None,
+        };
+        assert!(sc.tree_listing(&missing, &NoProgress).unwrap().is_none());
     }
 }
