@@ -32,7 +32,7 @@ pub use stat::{
     FileStat, HashProgress, Listing, NoProgress, StatCache, TreeDigest, TreeKind, TreeSpec,
 };
 pub use store::{FileRecord, Manifest, ManifestDraft, Staging};
-pub use tree::{TreeFile, TreeListing, TreeProblem, TreeProblemKind};
+pub use tree::{TreeListing, TreeProblem, TreeProblemKind};
 
 /// Errors of the cache layer.
 #[derive(Debug, thiserror::Error)]

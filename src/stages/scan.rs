@@ -17,11 +17,12 @@ use serde::Serialize;
 use super::items::{self, generated_path};
 use super::{DepSpec, ItemCounts, Stage, StageError, StageReport};
 use crate::cache::{ContentDigest, TreeListing, TreeProblemKind};
+use crate::corpus::metadata::MANIFEST_HEADER;
 use crate::corpus::source::Match;
 use crate::corpus::{
-    DEFAULT_INCLUDE, FileRecord, Hidden, ManifestRow, Origin, Source, SourceDef, SourceScan,
-    WalkProblem, WalkReport, dangling_detail, generate_key, generated_name, is_hidden_path,
-    read_texts, run_generate_in, write_manifest,
+    CorpusError, DEFAULT_INCLUDE, FileRecord, Hidden, ManifestRow, Origin, Source, SourceDef,
+    SourceScan, WalkProblem, WalkReport, dangling_detail, generate_key, generated_name,
+    is_hidden_path, read_texts, run_generate_in,
 };
 use crate::exec::context::{KeyCtx, StageCtx};
 use crate::spec::{Issue, Pipeline, StageDef, canonical};
@@ -136,8 +137,9 @@ fn dep_name(def: &SourceDef) -> Option<String> {
 /// What a folder source takes from its root's listing.
 #[derive(Debug, Default)]
 struct SourceWalk {
-    /// Files taken, with their digests, sorted by path.
-    files: Vec<(FileRecord, ContentDigest)>,
+    /// The listing, and which of its files the source takes (one flag per file).
+    listing: Option<Arc<TreeListing>>,
+    taken: Vec<bool>,
     /// Files the source takes that the dep's globs left out (never expected: the globs cover
     /// the source's `include`); fingerprinted separately.
     unlisted: Vec<FileRecord>,
@@ -149,8 +151,11 @@ struct SourceWalk {
 /// and skipped, nothing inside a hidden folder is seen, files are classified by the source's
 /// `include` / `exclude`, non-UTF-8 names are reported and skipped, and the walk's problems
 /// are the source's (those inside hidden folders excepted, which the corpus walk never
-/// enters).
-fn source_from_listing(source: &Source, listing: &TreeListing) -> SourceWalk {
+/// enters). `own_globs`: the listing was filtered by exactly this source's `include` and the
+/// source has no `exclude`, so every listed file is taken and every other one is not audio
+/// (what `dep_globs_match_what_the_source_includes` checks) without matching globs again.
+fn source_from_listing(source: &Source, listing: &Arc<TreeListing>, own_globs: bool) -> SourceWalk {
+    #[derive(Clone, Copy)]
     enum Took {
         File,
         Skipped,
@@ -208,7 +213,7 @@ fn source_from_listing(source: &Source, listing: &TreeListing) -> SourceWalk {
             },
         });
     }
-    let judge = |rel: &str| -> Took {
+    let judge = |rel: &str, listed: bool| -> Took {
         match is_hidden_path(rel) {
             Hidden::Inside => return Took::Nothing,
             Hidden::Name => return Took::Hidden,
@@ -217,45 +222,50 @@ fn source_from_listing(source: &Source, listing: &TreeListing) -> SourceWalk {
         if !non_utf8.is_empty() && non_utf8.contains(rel) {
             return Took::Nothing;
         }
+        if own_globs {
+            return if listed { Took::File } else { Took::Skipped };
+        }
         match source.matcher.classify(rel) {
             Match::Include => Took::File,
             Match::NotIncluded => Took::Skipped,
             Match::Excluded => Took::Excluded,
         }
     };
-    let listed: Vec<Took> = listing.files.par_iter().map(|f| judge(&f.rel)).collect();
-    let others: Vec<Took> = listing.others.par_iter().map(|r| judge(r)).collect();
+    let files: Vec<(&str, u64, &ContentDigest)> = listing.files().collect();
+    let listed: Vec<Took> = files.par_iter().map(|f| judge(f.0, true)).collect();
+    let others: Vec<Took> = listing.others.par_iter().map(|r| judge(r, false)).collect();
     let mut walk = SourceWalk {
         problems,
         ..SourceWalk::default()
     };
-    let record = |rel: &str, size: u64| FileRecord {
-        source: source.name.clone(),
-        path: rel.to_owned(),
-        abs: root.join(rel),
-        size,
-    };
-    let count = |took: &Took, scan: &mut SourceScan| match took {
-        Took::Skipped => scan.skipped_non_audio += 1,
-        Took::Excluded => scan.excluded += 1,
-        Took::Hidden => scan.hidden += 1,
-        Took::File | Took::Nothing => {}
-    };
-    for (f, took) in listing.files.iter().zip(&listed) {
-        count(took, &mut walk.scan);
-        if matches!(took, Took::File) {
-            walk.scan.files += 1;
-            walk.scan.bytes += f.size;
-            walk.files.push((record(&f.rel, f.size), f.digest));
+    let scan = &mut walk.scan;
+    for took in listed.iter().chain(&others) {
+        match took {
+            Took::Skipped => scan.skipped_non_audio += 1,
+            Took::Excluded => scan.excluded += 1,
+            Took::Hidden => scan.hidden += 1,
+            Took::File | Took::Nothing => {}
         }
     }
+    walk.taken = listed.iter().map(|t| matches!(t, Took::File)).collect();
+    for (f, &taken) in files.iter().zip(&walk.taken) {
+        if taken {
+            walk.scan.files += 1;
+            walk.scan.bytes += f.1;
+        }
+    }
+    walk.listing = Some(Arc::clone(listing));
     for (rel, took) in listing.others.iter().zip(&others) {
-        count(took, &mut walk.scan);
         if matches!(took, Took::File) {
             let size = std::fs::metadata(root.join(rel)).map_or(0, |m| m.len());
             walk.scan.files += 1;
             walk.scan.bytes += size;
-            walk.unlisted.push(record(rel, size));
+            walk.unlisted.push(FileRecord {
+                source: source.name.clone(),
+                path: rel.clone(),
+                abs: root.join(rel),
+                size,
+            });
         }
     }
     walk.scan.name = source.name.clone();
@@ -378,21 +388,24 @@ impl ScanCorpus {
     }
 
     /// Every folder source's files, counts and problems from the listing of its root dep (the
-    /// one the stage key was computed from), in (source, path) order with their digests; and
-    /// the files the listings lack (fingerprinted by the caller).
-    #[allow(
-        clippy::type_complexity,
-        reason = "a private helper returning the walk in three parts"
-    )]
+    /// one the stage key was computed from), sorted by source name; the files the listings
+    /// lack (fingerprinted by the caller); and the report (counts and problems, no `files`).
     fn walk(
         ctx: &StageCtx<'_>,
         sources: &[Source],
-    ) -> Result<(WalkReport, Vec<ContentDigest>, Vec<FileRecord>), StageError> {
+    ) -> Result<(WalkReport, Vec<SourceWalk>, Vec<FileRecord>), StageError> {
+        let mut sharing: BTreeMap<String, usize> = BTreeMap::new();
+        for s in sources {
+            if let Some(name) = dep_name(&s.def) {
+                *sharing.entry(name).or_default() += 1;
+            }
+        }
         let mut per_source: Vec<SourceWalk> = Vec::new();
         for source in sources.iter().filter(|s| s.root().is_some()) {
             let name = dep_name(&source.def).unwrap_or_default();
+            let own_globs = sharing.get(&name) == Some(&1) && source.def.exclude.is_empty();
             let walk = match ctx.dep_listing(&name)? {
-                Some(listing) => source_from_listing(source, &listing),
+                Some(listing) => source_from_listing(source, &listing, own_globs),
                 // The root vanished after the key was computed.
                 None => SourceWalk {
                     scan: SourceScan {
@@ -409,28 +422,22 @@ impl ScanCorpus {
             };
             per_source.push(walk);
         }
-        // Sources come in list order; the report is sorted by (source, path).
+        // Sources come in list order; manifest rows are sorted by (source, path).
         per_source.sort_by(|a, b| a.scan.name.cmp(&b.scan.name));
         let mut report = WalkReport::default();
-        let mut digests = Vec::new();
         let mut unlisted = Vec::new();
-        let mut scans = Vec::new();
-        for w in per_source {
-            for (f, d) in w.files {
-                report.files.push(f);
-                digests.push(d);
-            }
-            unlisted.extend(w.unlisted);
-            scans.push(w.scan);
-            report.problems.extend(w.problems);
+        for w in &mut per_source {
+            unlisted.append(&mut w.unlisted);
+            report.problems.append(&mut w.problems);
         }
         // Counts in source-list order, as the corpus walk gives them.
         report.sources = sources
             .iter()
-            .filter_map(|s| scans.iter().find(|c| c.name == s.name).cloned())
+            .filter_map(|s| per_source.iter().find(|w| w.scan.name == s.name))
+            .map(|w| w.scan.clone())
             .collect();
         report.problems.sort();
-        Ok((report, digests, unlisted))
+        Ok((report, per_source, unlisted))
     }
 
     /// Reports walk problems as warnings (not fatal) and fails on sources without files.
@@ -578,7 +585,7 @@ impl Stage for ScanCorpus {
             ctx.log()
                 .line(&format!("{what}: {:.3} s", started.elapsed().as_secs_f64()));
         };
-        let (walk, digests, unlisted) = Self::walk(ctx, &sources)?;
+        let (walk, folders, unlisted) = Self::walk(ctx, &sources)?;
         lap("walk done (dep listings)");
         Self::judge_walk(ctx, &sources, &walk)?;
         ctx.check_cancelled()?;
@@ -589,20 +596,8 @@ impl Stage for ScanCorpus {
             .iter()
             .map(|s| (s.name.as_str(), s.label.to_string()))
             .collect();
-        let row = |f: &FileRecord, digest: &ContentDigest| ManifestRow {
-            path: f.path.clone(),
-            source: f.source.clone(),
-            label: label_of.get(f.source.as_str()).cloned().unwrap_or_default(),
-            size: f.size,
-            digest: digest.to_hex(),
-        };
-        let mut rows: Vec<ManifestRow> = walk
-            .files
-            .par_iter()
-            .zip(digests.par_iter())
-            .map(|(f, d)| row(f, d))
-            .collect();
         // Files to fingerprint one by one: generated ones, and any the dep listings lack.
+        let mut extra: Vec<ManifestRow> = Vec::new();
         let mut found: Vec<Found> = unlisted
             .iter()
             .map(|f| Found {
@@ -632,29 +627,61 @@ impl Stage for ScanCorpus {
                 })
                 .collect::<Result<_, StageError>>()?;
             progress.finish();
-            rows.extend(more);
-            if !unlisted.is_empty() {
-                rows.par_sort_unstable_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
-            }
+            extra = more;
         }
         lap("fingerprint done");
 
+        // Manifest rows borrow from the listings (no copy per file), then the fingerprinted ones.
+        let mut rows: Vec<RowRef<'_>> = Vec::with_capacity(
+            folders.iter().map(|w| w.scan.files as usize).sum::<usize>() + extra.len(),
+        );
+        for w in &folders {
+            let Some(listing) = &w.listing else { continue };
+            let label = label_of
+                .get(w.scan.name.as_str())
+                .map_or("", String::as_str);
+            for ((path, size, digest), _) in
+                listing.files().zip(&w.taken).filter(|(_, taken)| **taken)
+            {
+                rows.push(RowRef {
+                    path,
+                    source: &w.scan.name,
+                    label,
+                    size,
+                    digest: Hex::Digest(digest),
+                });
+            }
+        }
+        rows.extend(extra.iter().map(|r| RowRef {
+            path: &r.path,
+            source: &r.source,
+            label: &r.label,
+            size: r.size,
+            digest: Hex::Text(&r.digest),
+        }));
+        // Folder rows are in (source, path) order; the others join them.
+        if !extra.is_empty() {
+            rows.sort_by(|a, b| (a.source, a.path).cmp(&(b.source, b.path)));
+        }
         let out = ctx.out_dir();
-        let manifest = out.join(MANIFEST);
-        write_manifest(&manifest, &rows).map_err(|e| items::corpus_error(&stage, e))?;
+        write_manifest_rows(&out.join(MANIFEST), &rows)
+            .map_err(|e| items::corpus_error(&stage, e))?;
         for f in found.iter().skip(found.len() - n_generated) {
             items::link(&stage, &f.abs, &generated_path(out, &f.source, &f.path))?;
         }
 
+        let mut taken: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for r in &rows {
+            let t = taken.entry(r.source).or_default();
+            t.0 += 1;
+            t.1 += r.size;
+        }
         let report = ScanReport {
             sources: sources
                 .iter()
                 .map(|s| {
                     let scan = walk.sources.iter().find(|w| w.name == s.name);
-                    let (files, bytes) = rows
-                        .iter()
-                        .filter(|r| r.source == s.name)
-                        .fold((0, 0), |(n, b), r| (n + 1, b + r.size));
+                    let (files, bytes) = taken.get(s.name.as_str()).copied().unwrap_or((0, 0));
                     SourceReport {
                         name: s.name.clone(),
                         label: s.label.to_string(),
@@ -691,6 +718,49 @@ impl Stage for ScanCorpus {
         ));
         Ok(StageReport { items: counts })
     }
+}
+
+/// A digest in a manifest row: a listing's, or hex text already.
+#[derive(Debug, Clone, Copy)]
+enum Hex<'a> {
+    Digest(&'a ContentDigest),
+    Text(&'a str),
+}
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Hex::Digest(d) => d.serialize(s),
+            Hex::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+/// A [`ManifestRow`] that borrows its fields: the same CSV record.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct RowRef<'a> {
+    path: &'a str,
+    source: &'a str,
+    label: &'a str,
+    size: u64,
+    digest: Hex<'a>,
+}
+
+/// Writes `manifest.csv` from rows already sorted by (source, path): the bytes
+/// [`write_manifest`] writes for the same rows (checked by a test), without a copy per row.
+fn write_manifest_rows(path: &Path, rows: &[RowRef<'_>]) -> Result<(), CorpusError> {
+    let err = |source| CorpusError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = csv::Writer::from_path(path).map_err(err)?;
+    if rows.is_empty() {
+        w.write_record(MANIFEST_HEADER).map_err(err)?;
+    }
+    for row in rows {
+        w.serialize(row).map_err(err)?;
+    }
+    w.flush().map_err(|e| err(e.into()))
 }
 
 fn write_json<T: Serialize>(stage: &str, path: &Path, value: &T) -> Result<(), StageError> {
@@ -814,11 +884,25 @@ mod tests {
                 .tree_listing(&spec, &crate::cache::NoProgress)
                 .unwrap()
                 .unwrap();
-            let w = source_from_listing(source, &listing);
+            // Sources with their own root and no `exclude` skip the glob matching.
+            let own = roots[&listing.root].len() == include_globs(&source.def).len()
+                && source.def.exclude.is_empty();
+            let w = source_from_listing(source, &listing, own);
             assert!(w.unlisted.is_empty());
-            for (f, d) in w.files {
-                assert_eq!(d, ContentDigest::of_bytes(&std::fs::read(&f.abs).unwrap()));
-                files.push(f);
+            assert_eq!(w.scan, source_from_listing(source, &listing, false).scan);
+            let taken = w.listing.iter().flat_map(|l| l.files()).zip(&w.taken);
+            for ((path, size, digest), _) in taken.filter(|(_, t)| **t) {
+                let abs = source.root().unwrap().join(path);
+                assert_eq!(
+                    digest,
+                    &ContentDigest::of_bytes(&std::fs::read(&abs).unwrap())
+                );
+                files.push(FileRecord {
+                    source: source.name.clone(),
+                    path: path.to_owned(),
+                    abs,
+                    size,
+                });
             }
             scans.push(w.scan);
             problems.extend(w.problems);
@@ -848,5 +932,48 @@ mod tests {
         let c = interned_glob_set(vec!["**/*.wav".into()]).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn borrowed_manifest_rows_write_the_bytes_of_write_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = ContentDigest::of_bytes(b"x");
+        let owned = [
+            ManifestRow {
+                path: "a, \"quoted\".flac".into(),
+                source: "s1".into(),
+                label: "spoof".into(),
+                size: 3,
+                digest: digest.to_hex(),
+            },
+            ManifestRow {
+                path: "b/c.wav".into(),
+                source: "s2".into(),
+                label: "bonafide".into(),
+                size: 0,
+                digest: digest.to_hex(),
+            },
+        ];
+        let borrowed: Vec<RowRef<'_>> = owned
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RowRef {
+                path: &r.path,
+                source: &r.source,
+                label: &r.label,
+                size: r.size,
+                digest: if i == 0 {
+                    Hex::Digest(&digest)
+                } else {
+                    Hex::Text(&r.digest)
+                },
+            })
+            .collect();
+        for n in [0, 2] {
+            let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+            crate::corpus::write_manifest(&a, &owned[..n]).unwrap();
+            write_manifest_rows(&b, &borrowed[..n]).unwrap();
+            assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        }
     }
 }
