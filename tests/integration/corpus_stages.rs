@@ -5,7 +5,7 @@
 //! the repeat padding of a ramp read back from a shard.
 
 #[path = "../audio_support/mod.rs"]
-mod audio;
+pub(super) mod audio;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -7,9 +7,6 @@
 //! `BRSPEECH_SKIP_SLURM=1` skips them on a machine whose Slurm is a real, shared cluster. They
 //! share the one cluster, so they run one at a time.
 
-#[path = "../audio_support/mod.rs"]
-mod audio;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -738,7 +735,7 @@ fn fake_cluster_detached_jobs_are_recorded_by_the_next_run() {
 /// folders and a truncated one, and a spoof source of 6 WAV files; scan → metadata → chunk with
 /// 3 buckets, so `chunk` has 2 sources x 3 buckets = 6 shards and 15 files to cut.
 fn corpus_workspace(name: &str) -> Test {
-    use audio::{flac_bytes, sine, write_flac, write_wav_i16};
+    use super::corpus_stages::audio::{flac_bytes, sine, write_flac, write_wav_i16};
     let t = Test::new();
     for n in 0..9u32 {
         let rate = [16_000, 22_050, 44_100][n as usize % 3];
