@@ -140,8 +140,18 @@ impl<K: DigestKind> Serialize for Digest<K> {
 }
 impl<'de, K: DigestKind> Deserialize<'de> for Digest<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid digest `{s}`")))
+        // A visitor, so the hex is read in place (folder listings hold one digest per file).
+        struct Hex<K>(PhantomData<fn() -> K>);
+        impl<K: DigestKind> serde::de::Visitor<'_> for Hex<K> {
+            type Value = Digest<K>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 hex characters")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Digest::from_hex(s).ok_or_else(|| E::custom(format!("invalid digest `{s}`")))
+            }
+        }
+        d.deserialize_str(Hex(PhantomData))
     }
 }
 

@@ -21,6 +21,7 @@ mod lock;
 mod maint;
 pub mod stat;
 mod store;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,7 @@ pub use stat::{
     FileStat, HashProgress, Listing, NoProgress, StatCache, TreeDigest, TreeKind, TreeSpec,
 };
 pub use store::{FileRecord, Manifest, ManifestDraft, Staging};
+pub use tree::{TreeListing, TreeProblem, TreeProblemKind};
 
 /// Errors of the cache layer.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,14 @@
 //! The persistent stat cache: `(device, inode, size, mtime_ns, ctime_ns) → blake3`, so an
 //! unchanged file is never read twice. Loaded once per process, saved atomically only when it
 //! changed. Files and folders are hashed in parallel (rayon) with a progress callback whose total
-//! is known before hashing starts.
+//! is known before hashing starts. The last listing of every folder hashed in this process is
+//! kept, so a stage can use the listing its key was computed from instead of walking again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use globset::GlobSet;
@@ -16,14 +16,21 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{ContentDigest, Digest, hash_file};
+use super::tree::{Collected, Stat, TreeListing, TreeProblem, TreeProblemKind, Walked, collect};
 use super::{CacheError, fsutil};
 
-const FORMAT: u32 = 1;
+/// `stat-cache.bin`: this magic, the format, the record count, then fixed-size records (so
+/// loading 450,000 of them is a copy, not a parse).
+const MAGIC: &[u8; 8] = b"brstat\0\0";
+const FORMAT: u32 = 2;
+const HEADER: usize = 8 + 4 + 4 + 8;
+/// dev, ino, size, mtime_ns, ctime_ns (little-endian 8 bytes each), blake3 (32 bytes).
+const RECORD: usize = 5 * 8 + 32;
 /// A file whose mtime or ctime is this close to the moment it was hashed may still be changing
 /// within the file system's timestamp granularity: its digest is used but not remembered.
 const RACY_MARGIN_NS: i64 = 50_000_000;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Rec {
     size: u64,
     mtime_ns: i64,
@@ -31,10 +38,58 @@ struct Rec {
     digest: [u8; 32],
 }
 
-#[derive(Serialize, Deserialize)]
-struct StatFile {
-    format: u32,
-    records: Vec<(u64, u64, Rec)>,
+type StatMap = HashMap<(u64, u64), Rec>;
+
+/// The records of a `stat-cache.bin`, or `None` when it is not one of this format.
+fn decode(bytes: &[u8]) -> Option<StatMap> {
+    let (head, body) = bytes.split_at_checked(HEADER)?;
+    let word = |at: usize| -> Option<[u8; 8]> { head.get(at..at + 8)?.try_into().ok() };
+    let format = u32::from_le_bytes(head.get(8..12)?.try_into().ok()?);
+    let count = usize::try_from(u64::from_le_bytes(word(16)?)).ok()?;
+    if &head[..8] != MAGIC || format != FORMAT || body.len() != count.checked_mul(RECORD)? {
+        return None;
+    }
+    let mut map = HashMap::with_capacity(count);
+    for r in body.chunks_exact(RECORD) {
+        let n = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&r[i * 8..i * 8 + 8]);
+            b
+        };
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&r[40..]);
+        map.insert(
+            (u64::from_le_bytes(n(0)), u64::from_le_bytes(n(1))),
+            Rec {
+                size: u64::from_le_bytes(n(2)),
+                mtime_ns: i64::from_le_bytes(n(3)),
+                ctime_ns: i64::from_le_bytes(n(4)),
+                digest,
+            },
+        );
+    }
+    Some(map)
+}
+
+/// The bytes of a `stat-cache.bin` holding `map`, records sorted by (device, inode).
+fn encode(map: &StatMap) -> Vec<u8> {
+    let mut keys: Vec<&(u64, u64)> = map.keys().collect();
+    keys.sort_unstable();
+    let mut out = Vec::with_capacity(HEADER + keys.len() * RECORD);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for k in keys {
+        let r = &map[k];
+        out.extend_from_slice(&k.0.to_le_bytes());
+        out.extend_from_slice(&k.1.to_le_bytes());
+        out.extend_from_slice(&r.size.to_le_bytes());
+        out.extend_from_slice(&r.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&r.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&r.digest);
+    }
+    out
 }
 
 /// What `stat` says about one file.
@@ -67,7 +122,7 @@ impl FileStat {
         Ok(Self::from_meta(path.to_path_buf(), &m))
     }
 
-    fn from_meta(path: PathBuf, m: &std::fs::Metadata) -> Self {
+    pub(super) fn from_meta(path: PathBuf, m: &std::fs::Metadata) -> Self {
         FileStat {
             path,
             dev: m.dev(),
@@ -77,23 +132,173 @@ impl FileStat {
             ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
         }
     }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+        }
+    }
 }
+
+/// A file to hash: given directly, or found by a folder walk (whose folders give its path).
+#[derive(Clone, Copy)]
+enum HashItem<'a> {
+    File(&'a FileStat),
+    InTree(&'a Walked, &'a [PathBuf]),
+}
+
+impl HashItem<'_> {
+    fn stat(&self) -> Stat {
+        match self {
+            HashItem::File(f) => f.stat(),
+            HashItem::InTree(w, _) => w.stat,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            HashItem::File(f) => f.path.clone(),
+            HashItem::InTree(w, dirs) => w.path(dirs),
+        }
+    }
+}
+
+/// Which folder walk a remembered listing came from: the folder and the include globs (by the
+/// identity of their `Arc`, which the memo keeps alive so the address cannot be reused).
+type TreeId = (PathBuf, usize);
+
+/// A remembered listing with the globs it was filtered by.
+type TreeMemo = HashMap<TreeId, (Option<Arc<GlobSet>>, Arc<TreeListing>)>;
 
 /// The persistent stat cache (`cache/state/stat-cache.bin`).
 #[derive(Debug)]
 pub struct StatCache {
     file: Option<PathBuf>,
-    map: RwLock<HashMap<(u64, u64), Rec>>,
+    map: RwLock<StatMap>,
     dirty: AtomicBool,
+    trees: Mutex<TreeMemo>,
 }
 
-/// A folder's content: relative path (`/`-separated) → file digest.
-pub type Listing = BTreeMap<String, ContentDigest>;
+fn tree_id(spec: &TreeSpec) -> TreeId {
+    (
+        spec.path.clone(),
+        spec.include.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize),
+    )
+}
 
-/// Digest of a folder listing (the bytes stored as its object).
+/// A folder's content: relative path (`/`-separated) → file digest, sorted; serialised as a
+/// JSON map (its bytes are the folder's digest). Read back by collecting the entries, which
+/// are stored sorted, and building the map in one pass instead of inserting them one by one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Listing(BTreeMap<String, ContentDigest>);
+
+impl Listing {
+    /// An empty listing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl std::ops::Deref for Listing {
+    type Target = BTreeMap<String, ContentDigest>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Listing {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl FromIterator<(String, ContentDigest)> for Listing {
+    fn from_iter<I: IntoIterator<Item = (String, ContentDigest)>>(iter: I) -> Self {
+        Listing(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Listing {
+    type Item = (&'a String, &'a ContentDigest);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, ContentDigest>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'de> Deserialize<'de> for Listing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Listing;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of relative paths to digests")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Listing, A::Error> {
+                let mut entries: Vec<(String, ContentDigest)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                // Sorted input (as written) makes this a check and a bulk build; a repeated
+                // key keeps its last value, as inserting would.
+                Ok(entries.into_iter().collect())
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// A folder listing's JSON (`{"path":"digest",...}`, what `serde_json` writes for the map), in
+/// consecutive pieces serialised in parallel.
+fn listing_parts(listing: &Listing) -> Vec<Vec<u8>> {
+    const CHUNK: usize = 8192;
+    let entries: Vec<(&String, &ContentDigest)> = listing.iter().collect();
+    let mut parts: Vec<Vec<u8>> = entries
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut buf = Vec::with_capacity(chunk.len() * 96);
+            for (k, v) in chunk {
+                buf.push(b',');
+                // Writing into a `Vec` cannot fail, nor can serialising strings.
+                let _ = serde_json::to_writer(&mut buf, k);
+                buf.push(b':');
+                let _ = serde_json::to_writer(&mut buf, v);
+            }
+            buf
+        })
+        .collect();
+    if let Some(first) = parts.first_mut() {
+        first[0] = b'{';
+    } else {
+        parts.push(b"{".to_vec());
+    }
+    parts.push(b"}".to_vec());
+    parts
+}
+
+/// The bytes of a folder listing (stored as its object; its digest is the dep's digest).
 #[must_use]
 pub fn listing_bytes(listing: &Listing) -> Vec<u8> {
-    serde_json::to_vec(listing).unwrap_or_default()
+    listing_parts(listing).concat()
+}
+
+/// The digest of [`listing_bytes`], without joining the pieces.
+fn listing_digest(listing: &Listing) -> ContentDigest {
+    let mut h = blake3::Hasher::new();
+    for part in listing_parts(listing) {
+        h.update(&part);
+    }
+    Digest::from_hash(h.finalize())
 }
 
 /// Whether a path was a file or a folder.
@@ -106,7 +311,9 @@ pub enum TreeKind {
     Dir,
 }
 
-/// What to hash: a file or folder, optionally filtered by globs (relative to it).
+/// What to hash: a file or folder, optionally filtered by globs (relative to it). Two specs name
+/// the same walk when their paths are equal and their `include` is the same `Arc` (or both
+/// `None`): see [`StatCache::tree_listing`].
 #[derive(Debug, Clone)]
 pub struct TreeSpec {
     /// Absolute path.
@@ -128,6 +335,8 @@ pub struct TreeDigest {
     pub bytes: u64,
     /// The folder listing (folders only).
     pub listing: Option<Arc<Listing>>,
+    /// The walk behind it: sizes, left-out files, problems (folders only).
+    pub tree: Option<Arc<TreeListing>>,
 }
 
 /// Progress of one hashing pass.
@@ -158,14 +367,13 @@ impl StatCache {
         let file = state_dir.join("stat-cache.bin");
         let map = std::fs::read(&file)
             .ok()
-            .and_then(|bytes| postcard::from_bytes::<StatFile>(&bytes).ok())
-            .filter(|f| f.format == FORMAT)
-            .map(|f| f.records.into_iter().map(|(d, i, r)| ((d, i), r)).collect())
+            .and_then(|bytes| decode(&bytes))
             .unwrap_or_default();
         StatCache {
             file: Some(file),
             map: RwLock::new(map),
             dirty: AtomicBool::new(false),
+            trees: Mutex::new(HashMap::new()),
         }
     }
 
@@ -176,6 +384,7 @@ impl StatCache {
             file: None,
             map: RwLock::new(HashMap::new()),
             dirty: AtomicBool::new(false),
+            trees: Mutex::new(HashMap::new()),
         }
     }
 
@@ -202,20 +411,7 @@ impl StatCache {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        let records: Vec<(u64, u64, Rec)> = {
-            let map = self.map.read().map_err(|_| poisoned(file))?;
-            let mut r: Vec<_> = map.iter().map(|(&(d, i), &rec)| (d, i, rec)).collect();
-            r.sort_unstable_by_key(|&(d, i, _)| (d, i));
-            r
-        };
-        let bytes = postcard::to_stdvec(&StatFile {
-            format: FORMAT,
-            records,
-        })
-        .map_err(|e| CacheError::Format {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = encode(&*self.map.read().map_err(|_| poisoned(file))?);
         fsutil::write_atomic(file, &bytes)?;
         Ok(true)
     }
@@ -230,16 +426,26 @@ impl StatCache {
         files: &[FileStat],
         progress: &dyn HashProgress,
     ) -> Result<Vec<ContentDigest>, CacheError> {
-        let refs: Vec<&FileStat> = files.iter().collect();
-        self.hash_refs(&refs, progress)
+        let items: Vec<HashItem<'_>> = files.iter().map(HashItem::File).collect();
+        self.hash_each(&items, progress)?
+            .into_iter()
+            .zip(files)
+            .map(|(d, f)| {
+                d.map_err(|source| CacheError::Read {
+                    path: f.path.clone(),
+                    source,
+                })
+            })
+            .collect()
     }
 
-    fn hash_refs(
+    /// Digests of `files` (same order), each with its own read error.
+    fn hash_each(
         &self,
-        files: &[&FileStat],
+        files: &[HashItem<'_>],
         progress: &dyn HashProgress,
-    ) -> Result<Vec<ContentDigest>, CacheError> {
-        let mut out: Vec<Option<ContentDigest>> = {
+    ) -> Result<Vec<std::io::Result<ContentDigest>>, CacheError> {
+        let mut out: Vec<Option<std::io::Result<ContentDigest>>> = {
             let map = self
                 .map
                 .read()
@@ -247,10 +453,11 @@ impl StatCache {
             let map = &*map;
             files
                 .par_iter()
-                .map(|s| {
+                .map(|f| {
+                    let s = f.stat();
                     let r = map.get(&(s.dev, s.ino))?;
                     (r.size == s.size && r.mtime_ns == s.mtime_ns && r.ctime_ns == s.ctime_ns)
-                        .then(|| Digest::from_hash(blake3::Hash::from_bytes(r.digest)))
+                        .then(|| Ok(Digest::from_hash(blake3::Hash::from_bytes(r.digest))))
                 })
                 .collect()
         };
@@ -266,35 +473,34 @@ impl StatCache {
         }
         let started = now_ns();
         let done = AtomicU64::new(0);
-        let hashed: Vec<(usize, ContentDigest)> = misses
+        let hashed: Vec<(usize, std::io::Result<ContentDigest>)> = misses
             .par_iter()
             .map(|&i| {
                 let f = files[i];
-                let d = hash_file(&f.path, f.size).map_err(|source| CacheError::Read {
-                    path: f.path.clone(),
-                    source,
-                })?;
+                let d = hash_file(&f.path(), f.stat().size);
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(256) {
                     progress.advance(256);
                 }
-                Ok((i, d))
+                (i, d)
             })
-            .collect::<Result<_, CacheError>>()?;
+            .collect();
         progress.advance(done.load(Ordering::Relaxed) % 256);
         let mut map = self
             .map
             .write()
             .map_err(|_| poisoned(Path::new("stat cache")))?;
         for (i, d) in hashed {
-            let f = files[i];
-            if f.mtime_ns.max(f.ctime_ns) < started - RACY_MARGIN_NS {
+            let s = files[i].stat();
+            if let Ok(d) = &d
+                && s.mtime_ns.max(s.ctime_ns) < started - RACY_MARGIN_NS
+            {
                 map.insert(
-                    (f.dev, f.ino),
+                    (s.dev, s.ino),
                     Rec {
-                        size: f.size,
-                        mtime_ns: f.mtime_ns,
-                        ctime_ns: f.ctime_ns,
+                        size: s.size,
+                        mtime_ns: s.mtime_ns,
+                        ctime_ns: s.ctime_ns,
                         digest: *d.as_bytes(),
                     },
                 );
@@ -306,9 +512,14 @@ impl StatCache {
     }
 
     /// Digests of several files and folders in one parallel pass (`None` for a missing path).
+    /// Inside a folder, symlinked folders are followed; symlink loops, dangling links,
+    /// unreadable folders and files that cannot be read are left out of the listing and reported
+    /// in [`TreeDigest::tree`], never fatal. Every folder's listing is remembered for
+    /// [`StatCache::tree_listing`].
     ///
     /// # Errors
-    /// A file or folder that exists but cannot be read.
+    /// A path that exists but cannot be stat-ed, a folder whose own entries cannot be read, or a
+    /// file (given directly, not inside a folder) that cannot be read.
     pub fn digest_trees(
         &self,
         specs: &[TreeSpec],
@@ -316,50 +527,112 @@ impl StatCache {
     ) -> Result<Vec<Option<TreeDigest>>, CacheError> {
         let collected: Vec<Option<Collected>> =
             specs.iter().map(collect).collect::<Result<_, _>>()?;
-        let all: Vec<&FileStat> = collected
-            .iter()
-            .flatten()
-            .flat_map(|c| c.files.iter().map(|(_, s)| s))
-            .collect();
-        let digests = self.hash_refs(&all, progress)?;
-        let mut it = digests.into_iter();
-        Ok(collected
-            .into_iter()
-            .map(|c| {
-                let c = c?;
-                let bytes = c.files.iter().map(|(_, s)| s.size).sum();
-                let n = c.files.len() as u64;
-                Some(match c.kind {
-                    TreeKind::File => TreeDigest {
+        let mut items: Vec<HashItem<'_>> = Vec::new();
+        for c in collected.iter().flatten() {
+            match c {
+                Collected::File(f) => items.push(HashItem::File(f)),
+                Collected::Dir(d) => {
+                    items.extend(d.files.iter().map(|w| HashItem::InTree(w, &d.dirs)))
+                }
+            }
+        }
+        let digests = self.hash_each(&items, progress)?;
+        drop(items);
+        let mut digests = digests.into_iter();
+        let mut out = Vec::with_capacity(specs.len());
+        for (spec, c) in specs.iter().zip(collected) {
+            match c {
+                None => out.push(None),
+                Some(Collected::File(f)) => {
+                    let d = digests
+                        .next()
+                        .unwrap_or_else(|| Ok(ContentDigest::of_bytes(b"")));
+                    let digest = d.map_err(|source| CacheError::Read {
+                        path: f.path.clone(),
+                        source,
+                    })?;
+                    out.push(Some(TreeDigest {
                         kind: TreeKind::File,
-                        digest: it.next().unwrap_or_else(|| ContentDigest::of_bytes(b"")),
+                        digest,
                         files: 1,
-                        bytes,
+                        bytes: f.size,
                         listing: None,
-                    },
-                    TreeKind::Dir => {
-                        let listing: Listing = c
-                            .files
-                            .into_iter()
-                            .map(|(rel, _)| {
-                                (
-                                    rel,
-                                    it.next().unwrap_or_else(|| ContentDigest::of_bytes(b"")),
-                                )
-                            })
-                            .collect();
-                        let digest = ContentDigest::of_bytes(&listing_bytes(&listing));
-                        TreeDigest {
-                            kind: TreeKind::Dir,
-                            digest,
-                            files: n,
-                            bytes,
-                            listing: Some(Arc::new(listing)),
+                        tree: None,
+                    }));
+                }
+                Some(Collected::Dir(walk)) => {
+                    let mut problems = walk.problems;
+                    let mut entries = Vec::with_capacity(walk.files.len());
+                    let mut sizes = Vec::with_capacity(walk.files.len());
+                    for (w, d) in walk.files.into_iter().zip(digests.by_ref()) {
+                        match d {
+                            Ok(d) => {
+                                sizes.push(w.stat.size);
+                                entries.push((w.rel, d));
+                            }
+                            Err(e) => problems.push(TreeProblem {
+                                path: w.path(&walk.dirs),
+                                kind: TreeProblemKind::Unreadable {
+                                    message: e.to_string(),
+                                },
+                            }),
                         }
                     }
-                })
-            })
-            .collect())
+                    problems.sort();
+                    // Sorted and unique already: the map is built in one pass.
+                    let listing: Arc<Listing> = Arc::new(entries.into_iter().collect());
+                    let tree = Arc::new(TreeListing {
+                        root: spec.path.clone(),
+                        listing: Arc::clone(&listing),
+                        sizes,
+                        others: walk.others,
+                        problems,
+                    });
+                    self.remember(spec, &tree);
+                    out.push(Some(TreeDigest {
+                        kind: TreeKind::Dir,
+                        digest: listing_digest(&listing),
+                        files: tree.len() as u64,
+                        bytes: tree.sizes.iter().sum(),
+                        listing: Some(listing),
+                        tree: Some(tree),
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remember(&self, spec: &TreeSpec, tree: &Arc<TreeListing>) {
+        if let Ok(mut m) = self.trees.lock() {
+            m.insert(tree_id(spec), (spec.include.clone(), Arc::clone(tree)));
+        }
+    }
+
+    /// The listing of the last walk of `spec` in this process (same path, same `include` `Arc`),
+    /// if any: what a stage key computed moments earlier was built from.
+    #[must_use]
+    pub fn remembered_listing(&self, spec: &TreeSpec) -> Option<Arc<TreeListing>> {
+        let m = self.trees.lock().ok()?;
+        m.get(&tree_id(spec)).map(|(_, t)| Arc::clone(t))
+    }
+
+    /// The listing of folder `spec`: the remembered one (see
+    /// [`StatCache::remembered_listing`]), else a new walk (remembered in turn). `None` when
+    /// the path does not exist or is not a folder.
+    ///
+    /// # Errors
+    /// As [`StatCache::digest_trees`].
+    pub fn tree_listing(
+        &self,
+        spec: &TreeSpec,
+        progress: &dyn HashProgress,
+    ) -> Result<Option<Arc<TreeListing>>, CacheError> {
+        if let Some(t) = self.remembered_listing(spec) {
+            return Ok(Some(t));
+        }
+        let got = self.digest_trees(std::slice::from_ref(spec), progress)?;
+        Ok(got.into_iter().next().flatten().and_then(|t| t.tree))
     }
 }
 
@@ -368,119 +641,6 @@ fn poisoned(path: &Path) -> CacheError {
         path: path.to_path_buf(),
         message: "stat cache lock poisoned".into(),
     }
-}
-
-struct Collected {
-    kind: TreeKind,
-    files: Vec<(String, FileStat)>,
-}
-
-/// Lists a file or folder (sorted, `/`-separated relative paths). Files are stat-ed in parallel,
-/// one folder at a time relative to an open descriptor of that folder (`fstatat`), so the kernel
-/// resolves one path component per file instead of the whole path.
-fn collect(spec: &TreeSpec) -> Result<Option<Collected>, CacheError> {
-    let meta = match std::fs::metadata(&spec.path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CacheError::Read {
-                path: spec.path.clone(),
-                source,
-            });
-        }
-    };
-    if !meta.is_dir() {
-        return Ok(Some(Collected {
-            kind: TreeKind::File,
-            files: vec![(String::new(), FileStat::from_meta(spec.path.clone(), &meta))],
-        }));
-    }
-    // Consecutive files of one folder form a group (walkdir yields a folder's entries together,
-    // interrupted only by the subfolders it descends into).
-    let mut groups: Vec<(PathBuf, Vec<(String, std::ffi::OsString)>)> = Vec::new();
-    let root_len = spec.path.as_os_str().len();
-    // Unsorted walk: the listing is a sorted map, so the traversal order does not matter.
-    for entry in walkdir::WalkDir::new(&spec.path) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(&spec.path).to_path_buf();
-            CacheError::Read {
-                path,
-                source: e.into(),
-            }
-        })?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        // Byte slicing instead of `Path` component parsing: this loop runs once per file.
-        let full = entry.path().as_os_str().as_bytes();
-        let rel =
-            String::from_utf8_lossy(full.get(root_len + 1..).unwrap_or_default()).into_owned();
-        if let Some(globs) = &spec.include
-            && !globs.is_match(&rel)
-        {
-            continue;
-        }
-        let cut = full.iter().rposition(|&b| b == b'/').unwrap_or(0);
-        let parent = &full[..cut];
-        let name = std::ffi::OsStr::from_bytes(&full[cut + 1..]).to_owned();
-        match groups.last_mut() {
-            Some((dir, files)) if dir.as_os_str().as_bytes() == parent => files.push((rel, name)),
-            _ => groups.push((
-                PathBuf::from(std::ffi::OsStr::from_bytes(parent)),
-                vec![(rel, name)],
-            )),
-        }
-    }
-    let stats: Vec<Vec<(String, FileStat)>> = groups
-        .into_par_iter()
-        .map(|(dir, files)| stat_group(&dir, files))
-        .collect::<Result<_, _>>()?;
-    let mut files: Vec<(String, FileStat)> = stats.into_iter().flatten().collect();
-    files.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(Some(Collected {
-        kind: TreeKind::Dir,
-        files,
-    }))
-}
-
-/// Stats the files of one folder relative to its descriptor; symlinks to folders are skipped
-/// (not followed inside a dep).
-fn stat_group(
-    dir: &Path,
-    files: Vec<(String, std::ffi::OsString)>,
-) -> Result<Vec<(String, FileStat)>, CacheError> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-    let read_err = |path: PathBuf, e: rustix::io::Errno| CacheError::Read {
-        path,
-        source: e.into(),
-    };
-    let fd = rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| read_err(dir.to_path_buf(), e))?;
-    let mut out = Vec::with_capacity(files.len());
-    for (rel, name) in files {
-        let st = rustix::fs::statat(&fd, name.as_os_str(), AtFlags::empty())
-            .map_err(|e| read_err(dir.join(&name), e))?;
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            continue;
-        }
-        let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
-        out.push((
-            rel,
-            FileStat {
-                path: dir.join(&name),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                size: u64::try_from(st.st_size).unwrap_or(0),
-                mtime_ns: ns(st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0)),
-                ctime_ns: ns(st.st_ctime, i64::try_from(st.st_ctime_nsec).unwrap_or(0)),
-            },
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -574,5 +734,119 @@ mod tests {
             .unwrap();
         assert!(got[0].is_none());
         assert_eq!(got[1].as_ref().unwrap().listing.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_last_listing_of_a_walk_is_remembered_by_path_and_glob_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.flac", "b.flac", "c.txt"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let globs = || {
+            let mut b = globset::GlobSetBuilder::new();
+            b.add(globset::Glob::new("*.flac").unwrap());
+            Some(Arc::new(b.build().unwrap()))
+        };
+        let spec = TreeSpec {
+            path: dir.path().to_path_buf(),
+            include: globs(),
+        };
+        let sc = StatCache::in_memory();
+        assert!(sc.remembered_listing(&spec).is_none());
+        let key_walk = sc
+            .digest_trees(std::slice::from_ref(&spec), &NoProgress)
+            .unwrap();
+        let first = key_walk[0].as_ref().unwrap().tree.clone().unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first.others, ["c.txt"]);
+
+        // The same spec gets the listing the key was computed from, without walking again
+        // (a file removed since is still listed: it is what the key saw).
+        std::fs::remove_file(dir.path().join("b.flac")).unwrap();
+        let handed = sc.tree_listing(&spec, &NoProgress).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&handed, &first));
+
+        // Equal globs in another `Arc` are another walk: the folder as it is now.
+        let other = TreeSpec {
+            path: dir.path().to_path_buf(),
+            include: globs(),
+        };
+        let fresh = sc.tree_listing(&other, &NoProgress).unwrap().unwrap();
+        assert_eq!(fresh.len(), 1);
+        assert!(Arc::ptr_eq(&sc.remembered_listing(&other).unwrap(), &fresh));
+        assert!(Arc::ptr_eq(&sc.remembered_listing(&spec).unwrap(), &first));
+
+        // A walk of the same spec replaces what was remembered.
+        sc.digest_trees(std::slice::from_ref(&spec), &NoProgress)
+            .unwrap();
+        assert_eq!(sc.remembered_listing(&spec).unwrap().len(), 1);
+
+        // Files and missing paths have no listing.
+        let file = TreeSpec {
+            path: dir.path().join("a.flac"),
+            include: None,
+        };
+        assert!(sc.tree_listing(&file, &NoProgress).unwrap().is_none());
+        let missing = TreeSpec {
+            path: dir.path().join("nope"),
+            include: None,
+        };
+        assert!(sc.tree_listing(&missing, &NoProgress).unwrap().is_none());
+    }
+
+    #[test]
+    fn listing_bytes_are_the_json_of_the_map() {
+        let mut listing = Listing::new();
+        assert_eq!(
+            listing_bytes(&listing),
+            serde_json::to_vec(&listing).unwrap()
+        );
+        assert_eq!(listing_digest(&listing), ContentDigest::of_bytes(b"{}"));
+        for i in 0..9_000u32 {
+            let name = match i % 4 {
+                0 => format!("spk{i}/a \"quoted\" \\ {i}.flac"),
+                1 => format!("ção/é{i}\u{1}.wav"),
+                2 => format!("tab\there/{i}"),
+                _ => format!("plain/{i:06}.flac"),
+            };
+            listing.insert(name, ContentDigest::of_bytes(&i.to_le_bytes()));
+        }
+        let expected = serde_json::to_vec(&listing).unwrap();
+        assert_eq!(listing_bytes(&listing), expected);
+        assert_eq!(listing_digest(&listing), ContentDigest::of_bytes(&expected));
+        let back: Listing = serde_json::from_slice(&expected).unwrap();
+        assert_eq!(back, listing);
+        let unsorted: Listing = serde_json::from_str(r#"{"b":"HEX","a":"HEX","b":"HEX2"}"#
+            .replace("HEX2", &ContentDigest::of_bytes(b"2").to_hex())
+            .replace("HEX", &ContentDigest::of_bytes(b"1").to_hex())
+            .as_str())
+        .unwrap();
+        assert_eq!(unsorted.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(unsorted["b"], ContentDigest::of_bytes(b"2"));
+    }
+
+    #[test]
+    fn the_stat_file_round_trips_and_other_bytes_count_as_empty() {
+        let mut map = StatMap::new();
+        for i in 0..1000u64 {
+            map.insert(
+                (i % 3, i * 7),
+                Rec {
+                    size: i,
+                    mtime_ns: -(i as i64),
+                    ctime_ns: i as i64 * 11,
+                    digest: [u8::try_from(i % 256).unwrap(); 32],
+                },
+            );
+        }
+        let bytes = encode(&map);
+        assert_eq!(bytes.len(), HEADER + 1000 * RECORD);
+        assert_eq!(decode(&bytes), Some(map.clone()));
+        assert_eq!(encode(&decode(&bytes).unwrap()), bytes, "deterministic");
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode(b"short"), None);
+        let mut other = bytes.clone();
+        other[8] = 1;
+        assert_eq!(decode(&other), None, "another format");
     }
 }

@@ -25,7 +25,10 @@ pub use source::{
 pub use split::{
     CorpusFile, CorpusSplits, Placement, Split, SplitConfig, assign_splits, split_corpus,
 };
-pub use walk::{FileRecord, SourceScan, WalkProblem, WalkReport, walk_source, walk_sources};
+pub use walk::{
+    FileRecord, Hidden, SourceScan, WalkProblem, WalkReport, dangling_detail, is_hidden_path,
+    walk_source, walk_sources,
+};
 
 /// Errors of the corpus layer.
 #[derive(Debug, thiserror::Error)]

@@ -371,6 +371,9 @@ pub struct SourceIssue {
     pub field: String,
     /// What is wrong and what to do.
     pub message: String,
+    /// The entry is well formed but names a path that does not exist on this machine: a problem
+    /// of the environment (a corpus not yet copied, a mount missing), not of the pipeline.
+    pub missing: bool,
 }
 
 impl SourceIssue {
@@ -401,7 +404,16 @@ impl Checker {
             index: self.index,
             field: field.into(),
             message: message.into(),
+            missing: false,
         });
+    }
+
+    /// A path the entry names does not exist here (see [`SourceIssue::missing`]).
+    fn missing(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.issue(field, message);
+        if let Some(last) = self.issues.last_mut() {
+            last.missing = true;
+        }
     }
 }
 
@@ -504,7 +516,7 @@ fn check_split(def: &SourceDef, root: Option<&Path>, c: &mut Checker) -> SplitRu
             for (split, file) in &csv.files {
                 let abs = root.map_or_else(|| file.clone(), |r| resolve(r, file));
                 if root.is_some() && !abs.is_file() {
-                    c.issue(
+                    c.missing(
                         format!("split.csv.files.{split}"),
                         format!("`{}` does not exist or is not a file", abs.display()),
                     );
@@ -592,7 +604,7 @@ fn check_generate(g: &GenerateDef, base_dir: &Path, c: &mut Checker) -> Option<G
         Some(t) => {
             let abs = resolve(base_dir, t);
             if !abs.is_file() {
-                c.issue(
+                c.missing(
                     "generate.texts",
                     format!("`{}` does not exist or is not a file", abs.display()),
                 );
@@ -678,7 +690,7 @@ pub fn validate_sources(
             (Some(root), None) => {
                 let abs = resolve(base_dir, root);
                 if !abs.is_dir() {
-                    c.issue(
+                    c.missing(
                         "root",
                         format!("`{}` does not exist or is not a folder", abs.display()),
                     );

@@ -1,6 +1,8 @@
 //! Corpus walk: every folder source walked in parallel (across sources and inside each tree),
-//! files classified by the source's globs, problems (symlink loops, unreadable folders,
-//! non-UTF-8 names) reported with their paths instead of stopping the walk. Output sorted.
+//! files classified by the source's globs, problems (symlink loops, dangling links, unreadable
+//! folders, non-UTF-8 names) reported with their paths instead of stopping the walk. Output
+//! sorted. The `scan_corpus` stage applies the same rules to the listing the engine built for
+//! its key ([`is_hidden_path`], [`dangling_detail`]), so both give the same files and problems.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,7 +37,8 @@ pub enum WalkProblem {
         /// The ancestor it points back to.
         ancestor: PathBuf,
     },
-    /// A folder or file that could not be read.
+    /// A folder or file that could not be read, or a dangling symlink (its `message` is
+    /// [`dangling_detail`]).
     Unreadable {
         /// Source name.
         source: String,
@@ -128,6 +131,50 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 
+/// Where a relative path (`/`-separated) stands with the hidden-file rule: the walk never
+/// enters a hidden folder, and counts (then skips) a hidden file met directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    /// Nothing hidden on the path.
+    No,
+    /// The name itself is hidden (`spk1/._a.flac`).
+    Name,
+    /// A folder above it is hidden (`.cache/x.flac`): the walk never sees it.
+    Inside,
+}
+
+/// Classifies `relative_path` by the hidden-file rule.
+#[must_use]
+pub fn is_hidden_path(relative_path: &str) -> Hidden {
+    let mut parts = relative_path.rsplit('/');
+    let name = parts.next().unwrap_or_default();
+    if parts.any(|p| p.starts_with('.')) {
+        Hidden::Inside
+    } else if name.starts_with('.') {
+        Hidden::Name
+    } else {
+        Hidden::No
+    }
+}
+
+/// What an unreadable-path problem says for a dangling symlink.
+#[must_use]
+pub fn dangling_detail(path: &Path) -> String {
+    match std::fs::read_link(path) {
+        Ok(target) => format!(
+            "dangling symlink (its target `{}` does not exist)",
+            target.display()
+        ),
+        Err(_) => "dangling symlink".to_owned(),
+    }
+}
+
+/// A `NotFound` error at a path that is itself a symlink: a dangling link.
+fn is_dangling(err: &std::io::Error, path: &Path) -> bool {
+    err.kind() == std::io::ErrorKind::NotFound
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// Collects what the walker threads find.
 #[derive(Default)]
 struct Found {
@@ -152,6 +199,14 @@ fn problem_from(source: &str, err: &ignore::Error, at: Option<&Path>, out: &mut 
             path: child.clone(),
             ancestor: ancestor.clone(),
         }),
+        ignore::Error::Io(e) if at.is_some_and(|p| is_dangling(e, p)) => {
+            let path = at.map(Path::to_path_buf).unwrap_or_default();
+            out.push(WalkProblem::Unreadable {
+                source: source.to_string(),
+                message: dangling_detail(&path),
+                path,
+            });
+        }
         other => out.push(WalkProblem::Unreadable {
             source: source.to_string(),
             path: at.map(Path::to_path_buf).unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! What the engine hands a stage: [`StageCtx`] while it runs (params, upstream outputs, output
-//! folder, previous output, resumable scratch, memo entries, stat-cache fingerprints, progress,
-//! log, warnings, cancellation, item counters) and [`KeyCtx`] while its key is computed.
+//! folder, previous output, resumable scratch, memo entries, stat-cache fingerprints, the
+//! listings of its folder deps as hashed for its key, progress, log, warnings, cancellation,
+//! item counters) and [`KeyCtx`] while its key is computed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +15,8 @@ use serde::de::DeserializeOwned;
 
 use super::event::{Event, EventSink};
 use crate::cache::{
-    Cache, CacheError, ContentDigest, NoProgress, StageKey, StatCache, TreeDigest, TreeSpec,
+    Cache, CacheError, ContentDigest, NoProgress, StageKey, StatCache, TreeDigest, TreeListing,
+    TreeSpec,
 };
 use crate::spec::{Pipeline, StageDef};
 use crate::stages::{ItemCounts, StageError};
@@ -318,6 +320,36 @@ impl StageCtx<'_> {
     /// As [`StageCtx::fingerprint`].
     pub fn fingerprint_tree(&self, path: &Path) -> Result<TreeDigest, StageError> {
         fingerprint(self.stat, &self.def.name, path)
+    }
+
+    /// The listing of the stage's folder dep `name` (as its `deps` names it): every file its
+    /// include globs take with size and digest, the files they leave out, and the walk's
+    /// problems (symlink loops, dangling links, unreadable folders). It is the listing the
+    /// stage's key was computed from when the engine computed the key in this process (no
+    /// second walk, no second `stat` of any file); otherwise the folder is walked now, through
+    /// the stat cache. `None` when the stage has no such dep or it is not a folder.
+    ///
+    /// # Errors
+    /// The stage's kind is unknown, or the folder cannot be listed.
+    pub fn dep_listing(&self, name: &str) -> Result<Option<Arc<TreeListing>>, StageError> {
+        let kind = crate::stages::lookup(&self.def.kind).map_err(|e| StageError::Environment {
+            stage: self.def.name.clone(),
+            message: e.to_string(),
+        })?;
+        let Some(dep) = kind
+            .deps(self.def, self.pipeline)
+            .into_iter()
+            .find(|d| d.name == name)
+        else {
+            return Ok(None);
+        };
+        let spec = TreeSpec {
+            path: dep.path,
+            include: dep.include,
+        };
+        self.stat
+            .tree_listing(&spec, &NoProgress)
+            .map_err(|source| self.cache_error(source))
     }
 
     /// A progress counter with a known `total` (0 = unknown).

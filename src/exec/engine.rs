@@ -95,6 +95,9 @@ pub(crate) struct Eval {
     pub(crate) entry: Option<Manifest>,
     listings: BTreeMap<ContentDigest, Arc<Listing>>,
     pub(crate) missing: Vec<(String, PathBuf)>,
+    /// Why the stage's identities could not be computed on this machine (a checkpoint not
+    /// there): the stage cannot run here, but `status` still shows it.
+    unavailable: Option<StageError>,
     unknown_upstream: Vec<String>,
     outs: OutsCheck,
 }
@@ -265,16 +268,20 @@ impl Session<'_> {
                 None => missing.push((d.name.clone(), d.path.clone())),
             }
         }
-        let identities = stage
-            .identities(&KeyCtx {
-                pipeline: self.pipeline,
-                def,
-                stat: self.stat,
-            })
-            .map_err(|source| ExecError::Stage {
-                stage: def.name.clone(),
-                source,
-            })?;
+        let (identities, unavailable) = match stage.identities(&KeyCtx {
+            pipeline: self.pipeline,
+            def,
+            stat: self.stat,
+        }) {
+            Ok(ids) => (ids, None),
+            Err(e) if matches!(e, StageError::Environment { .. }) => (BTreeMap::new(), Some(e)),
+            Err(source) => {
+                return Err(ExecError::Stage {
+                    stage: def.name.clone(),
+                    source,
+                });
+            }
+        };
         let unknown_upstream: Vec<String> = upstream
             .iter()
             .filter(|(_, o)| o.is_none())
@@ -298,7 +305,8 @@ impl Session<'_> {
                 .collect(),
             identities,
         };
-        let key = (unknown_upstream.is_empty() && missing.is_empty()).then(|| components.key());
+        let key = (unknown_upstream.is_empty() && missing.is_empty() && unavailable.is_none())
+            .then(|| components.key());
         let entry = match key {
             Some(k) => self.cache.entry(&k).ok().flatten(),
             None => None,
@@ -315,6 +323,7 @@ impl Session<'_> {
             entry,
             listings,
             missing,
+            unavailable,
             unknown_upstream,
             outs,
         })
@@ -386,6 +395,9 @@ impl Session<'_> {
                 .iter()
                 .map(|(d, _)| format!("dep `{d}` is missing")),
         );
+        if let Some(StageError::Environment { message, .. }) = &eval.unavailable {
+            reasons.push(format!("cannot run here: {message}"));
+        }
         let mut j = match (eval.key, &eval.entry) {
             (Some(k), Some(_)) => {
                 let outs = match &eval.outs {
@@ -910,6 +922,9 @@ impl Session<'_> {
                 true,
             ));
         }
+        if let Some(e) = &eval.unavailable {
+            return Err(fail(e.to_string(), true));
+        }
         let key = eval
             .key
             .ok_or_else(|| fail("stage key not computable".into(), false))?;
@@ -1001,6 +1016,9 @@ impl Session<'_> {
             seconds: t0.elapsed().as_secs_f64(),
         };
         let stage = lookup(def).map_err(|e| fail(e.to_string(), false))?;
+        if let Some(e) = &eval.unavailable {
+            return Err(fail(e.to_string(), true));
+        }
         let key = eval
             .key
             .ok_or_else(|| fail("stage key not computable".into(), false))?;

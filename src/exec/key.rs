@@ -198,19 +198,41 @@ fn dep_reasons(
             old.files, new.files
         )];
     };
+    // Both listings are sorted: one merge pass names every change.
     let mut changes = Vec::new();
-    let files: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    for f in files {
-        let what = match (a.get(f), b.get(f)) {
-            (Some(x), Some(y)) if x != y => "modified",
-            (None, Some(_)) => "added",
-            (Some(_), None) => "removed",
-            _ => continue,
+    let dir = name.trim_end_matches('/');
+    let (mut ai, mut bi) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let (what, file) = match (ai.peek().copied(), bi.peek().copied()) {
+            (None, None) => break,
+            (Some((fa, _)), None) => {
+                ai.next();
+                ("removed", fa)
+            }
+            (None, Some((fb, _))) => {
+                bi.next();
+                ("added", fb)
+            }
+            (Some((fa, da)), Some((fb, db))) => match fa.cmp(fb) {
+                std::cmp::Ordering::Less => {
+                    ai.next();
+                    ("removed", fa)
+                }
+                std::cmp::Ordering::Greater => {
+                    bi.next();
+                    ("added", fb)
+                }
+                std::cmp::Ordering::Equal => {
+                    ai.next();
+                    bi.next();
+                    if da == db {
+                        continue;
+                    }
+                    ("modified", fa)
+                }
+            },
         };
-        changes.push(format!(
-            "dep file `{}/{f}` {what}",
-            name.trim_end_matches('/')
-        ));
+        changes.push(format!("dep file `{dir}/{file}` {what}"));
     }
     if changes.len() > MAX_FILES_NAMED {
         let more = changes.len() - MAX_FILES_NAMED;

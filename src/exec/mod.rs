@@ -57,8 +57,9 @@ pub enum ExecError {
         /// What is wrong.
         message: String,
     },
-    /// A stage could not compute its key (e.g. a missing checkpoint identity).
-    #[error("stage `{stage}`: {source}")]
+    /// A stage could not compute its key (e.g. a missing checkpoint identity). The stage's
+    /// error already names the stage.
+    #[error("{source}")]
     Stage {
         /// Stage name.
         stage: String,

@@ -51,7 +51,9 @@ pub(crate) fn check_sources(pipeline: &Pipeline) -> Vec<Issue> {
         first.entry(d.name.as_str()).or_insert(*i);
     }
     if let Err(found) = validate_sources(&defs, &pipeline.dir) {
-        for si in found {
+        // A root or file missing on this machine is reported when a stage runs (exit 4), so
+        // that a pipeline written for another machine still validates and graphs here.
+        for si in found.into_iter().filter(|si| !si.missing) {
             let original = index.get(si.index).copied().unwrap_or(si.index);
             let base = positions::item("sources", original);
             let path = if si.field.is_empty() {
@@ -100,6 +102,19 @@ pub(crate) fn sources(pipeline: &Pipeline, stage: &str) -> Result<Vec<Source>, S
     }
     let defs: Vec<SourceDef> = defs.into_iter().map(|(_, d)| d).collect();
     validate_sources(&defs, &pipeline.dir).map_err(|found| {
+        if found.iter().all(|si| si.missing) {
+            let names = |si: &crate::corpus::SourceIssue| {
+                let name = defs.get(si.index).map_or("?", |d| d.name.as_str());
+                format!("source `{name}` (`{}`): {}", si.key("sources"), si.message)
+            };
+            return StageError::Environment {
+                stage: stage.to_owned(),
+                message: format!(
+                    "{}; copy or mount the corpus there, or point the source at where it is",
+                    found.iter().map(names).collect::<Vec<_>>().join("; ")
+                ),
+            };
+        }
         invalid(
             found
                 .into_iter()

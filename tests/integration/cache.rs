@@ -127,3 +127,49 @@ fn cache_commands_need_a_cache() {
     let out = t.run(&["cache", "du"]).code(2);
     assert!(out.stderr.contains("no cache at"), "{}", out.stderr);
 }
+
+/// A command stage's dep folder is hashed following symlinked folders; a dangling link or a
+/// symlink loop inside it is left out of the key, not fatal; a declared dep that is missing
+/// stays an error.
+#[test]
+fn dep_folders_follow_symlinked_folders_and_survive_bad_entries() {
+    let t = Test::new();
+    t.write("data/a.txt", "a\n");
+    t.write("elsewhere/b.txt", "b\n");
+    std::os::unix::fs::symlink("../elsewhere", t.path("data/linked")).unwrap();
+    std::os::unix::fs::symlink("gone.txt", t.path("data/dangling.txt")).unwrap();
+    std::os::unix::fs::symlink("..", t.path("data/loop")).unwrap();
+    t.pipeline(
+        r#"
+name: d
+stages:
+  cat: {kind: command, deps: [data], cmd: "cat data/a.txt data/linked/b.txt > out.txt", outs: [out.txt]}
+"#,
+    );
+    let first = t.run(&["run", "--json"]).ok();
+    assert_eq!(first.outcomes()["cat"], "ran");
+    assert_eq!(t.read("out.txt"), "a\nb\n");
+    assert_eq!(t.run(&["run", "--json"]).ok().outcomes()["cat"], "cached");
+
+    t.write("elsewhere/b.txt", "b2\n");
+    let (state, reasons) = t.run(&["status", "--json"]).ok().states()["cat"].clone();
+    assert_eq!(state, "stale");
+    assert_eq!(reasons, ["dep file `data/linked/b.txt` modified"]);
+    t.run(&["run"]).ok();
+    assert_eq!(t.read("out.txt"), "a\nb2\n");
+
+    t.pipeline(
+        r#"
+name: d
+stages:
+  cat: {kind: command, deps: [data, data/missing.txt], cmd: "true"}
+"#,
+    );
+    let out = t.run(&["run"]).code(4);
+    assert!(
+        out.stderr
+            .contains("dep `data/missing.txt` of stage `cat` does not exist"),
+        "{}",
+        out.stderr
+    );
+}

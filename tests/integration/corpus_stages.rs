@@ -5,7 +5,7 @@
 //! the repeat padding of a ramp read back from a shard.
 
 #[path = "../audio_support/mod.rs"]
-mod audio;
+pub(super) mod audio;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -629,7 +629,8 @@ sources:
     root: real
   - name: tts
     label: spoof
-    root: /nonexistent/corpus
+    root: real
+    include: []
 stages:
   scan:
     kind: scan_corpus
@@ -638,6 +639,42 @@ stages:
     let out = t.run(&["validate"]).code(3);
     assert!(out.stderr.contains("brspeech.yaml:6:5"), "{}", out.stderr);
     insta::assert_snapshot!("invalid_sources", out.stderr);
+}
+
+#[test]
+fn a_missing_source_root_validates_and_fails_at_run_naming_it() {
+    let t = Test::new();
+    flac(&t, "real/a.flac", 16_000, 220.0, 1.0);
+    pipeline(
+        &t,
+        "elsewhere",
+        "  - {name: real, label: bonafide, root: real}\n  - {name: cluster_tts, label: spoof, root: /nonexistent/tts}\n",
+        "{}",
+    );
+    // Written for another machine: it still validates and graphs here.
+    t.run(&["validate"]).code(0);
+    t.run(&["graph", "--no-status"]).code(0);
+    let out = t.run(&["run"]).code(4);
+    assert!(
+        out.stderr.contains("/nonexistent/tts") && out.stderr.contains("scan"),
+        "{}",
+        out.stderr
+    );
+    assert!(!t.path("brspeech.lock").exists());
+
+    // A checkpoint that is not on this machine: `status` says why instead of failing.
+    let yaml = t.read("brspeech.yaml");
+    t.pipeline(&format!(
+        "{yaml}  extract:\n    kind: extract_ssl\n    needs: [chunk]\n    params: {{ssl: models/absent}}\n"
+    ));
+    let out = t.run(&["status"]).code(0);
+    assert!(
+        out.stdout.contains("cannot run here")
+            && out.stdout.contains("models/absent")
+            && out.stdout.contains("dep `/nonexistent/tts` is missing"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -798,4 +835,148 @@ stages:
             out.stderr
         );
     }
+}
+
+const ONE_SOURCE: &str = "name: bad
+sources:
+  - {name: c, label: bonafide, root: corpus}
+stages:
+  scan: {kind: scan_corpus}
+";
+
+/// `(kind, path)` of every problem in a scan's `scan.json`.
+fn scan_problems(t: &Test, pipeline: &str) -> Vec<(String, String)> {
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(output(t, pipeline, "scan").join("scan.json")).unwrap(),
+    )
+    .unwrap();
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_owned(),
+                p["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dangling_links_and_loops_are_warnings_and_symlinked_folders_count_for_the_key() {
+    let t = Test::new();
+    flac(&t, "corpus/spk0/a.flac", 16_000, 220.0, 0.5);
+    flac(&t, "shared/b.flac", 16_000, 330.0, 0.5);
+    std::os::unix::fs::symlink("../shared", t.path("corpus/linked")).unwrap();
+    std::os::unix::fs::symlink("missing.flac", t.path("corpus/spk0/dangling.flac")).unwrap();
+    std::os::unix::fs::symlink("..", t.path("corpus/spk0/loop")).unwrap();
+    t.pipeline(ONE_SOURCE);
+
+    let out = t.run(&["run", "--json"]).ok();
+    assert_eq!(out.outcomes()["scan"], "ran");
+    for want in [
+        "dangling symlink (its target `missing.flac` does not exist)",
+        "symlink loop at",
+    ] {
+        assert!(out.stderr.contains(want), "{want}:\n{}", out.stderr);
+    }
+    let log = t.read("cache/logs/bad/scan.log");
+    assert!(
+        log.contains("warning: source `c`: cannot read `")
+            && log.contains("dangling.flac`: dangling symlink")
+            && log.contains("warning: source `c`: symlink loop at"),
+        "{log}"
+    );
+    assert_eq!(
+        scan_problems(&t, "bad"),
+        [
+            ("symlink_loop".to_owned(), "spk0/loop".to_owned()),
+            (
+                "dangling_symlink".to_owned(),
+                "spk0/dangling.flac".to_owned()
+            ),
+        ]
+    );
+    let manifest = read_manifest(&output(&t, "bad", "scan").join("manifest.csv")).unwrap();
+    let paths: Vec<&str> = manifest.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["linked/b.flac", "spk0/a.flac"]);
+
+    let again = t.run(&["run", "--json"]).ok();
+    assert_eq!(again.outcomes()["scan"], "cached");
+
+    // A file changed under the symlinked folder changes the key: the scan runs again.
+    flac(&t, "shared/b.flac", 16_000, 440.0, 0.6);
+    let status = t.run(&["status", "--json"]).ok();
+    let (state, reasons) = &status.states()["scan"];
+    assert_eq!(state, "stale");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "dep file `corpus/linked/b.flac` modified"),
+        "{reasons:?}"
+    );
+    let changed = t.run(&["run", "--json"]).ok();
+    assert_eq!(changed.outcomes()["scan"], "ran");
+    let manifest = read_manifest(&output(&t, "bad", "scan").join("manifest.csv")).unwrap();
+    assert_eq!(
+        manifest[0].digest,
+        blake3::hash(&std::fs::read(t.path("shared/b.flac")).unwrap())
+            .to_hex()
+            .to_string()
+    );
+}
+
+/// Whether this process runs as root (which reads every folder whatever its mode).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// An unreadable folder in a source is a warning, not a failure. Root reads folders whatever
+/// their mode, so as root the binary runs as `nobody` (uid and gid 65534, set in the child
+/// process, which drops root's groups), with the workspace handed to that user; as another
+/// user, the folder's mode is enough.
+#[test]
+fn an_unreadable_folder_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65_534;
+    let t = Test::new();
+    flac(&t, "corpus/ok/a.flac", 16_000, 220.0, 0.5);
+    flac(&t, "corpus/locked/b.flac", 16_000, 330.0, 0.5);
+    t.pipeline(ONE_SOURCE);
+    let root = is_root();
+    if root {
+        for e in walkdir::WalkDir::new(t.root()) {
+            std::os::unix::fs::chown(e.unwrap().path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+    let locked = t.path("corpus/locked");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = t.command(&["run", "--json"]);
+    if root {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    let o = cmd.output().unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+    .ok();
+    assert_eq!(out.outcomes()["scan"], "ran");
+    assert!(
+        out.stderr.contains("corpus/locked`: Permission denied"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        scan_problems(&t, "bad"),
+        [("unreadable".to_owned(), "locked".to_owned())]
+    );
+    let manifest = read_manifest(&output(&t, "bad", "scan").join("manifest.csv")).unwrap();
+    let paths: Vec<&str> = manifest.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["ok/a.flac"]);
 }

@@ -1,5 +1,6 @@
-//! The Slurm executor. The `--dry-run` and validation tests need no cluster, nor do the
-//! `fake_cluster_*` tests, which put a stand-in for Slurm's commands on `PATH`
+//! The Slurm executor, with the test kind `shard_demo` and with the corpus kinds (scan →
+//! metadata → sharded chunk over a generated corpus). The `--dry-run` and validation tests need
+//! no cluster, nor do the `fake_cluster_*` tests, which put a stand-in for Slurm's commands on `PATH`
 //! (`fake_slurm.py`: each job runs at once when submitted). The others need a reachable Slurm
 //! (`tools/slurm/start.sh`, then `SLURM_CONF` exported) and are skipped with a message without
 //! one, unless `BRSPEECH_REQUIRE_SLURM=1` (CI), which makes them fail instead;
@@ -7,6 +8,7 @@
 //! share the one cluster, so they run one at a time.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -727,4 +729,148 @@ fn fake_cluster_detached_jobs_are_recorded_by_the_next_run() {
     assert!(!out.stderr.contains("submitted"), "{}", out.stderr);
     assert_eq!(lock_entries(&t).len(), 4);
     assert!(trace(&t).values().all(|&n| n == 1), "{:?}", trace(&t));
+}
+
+/// A small generated corpus: a bonafide source of 9 FLAC files at three rates in speaker
+/// folders and a truncated one, and a spoof source of 6 WAV files; scan → metadata → chunk with
+/// 3 buckets, so `chunk` has 2 sources x 3 buckets = 6 shards and 15 files to cut.
+fn corpus_workspace(name: &str) -> Test {
+    use super::corpus_stages::audio::{flac_bytes, sine, write_flac, write_wav_i16};
+    let t = Test::new();
+    for n in 0..9u32 {
+        let rate = [16_000, 22_050, 44_100][n as usize % 3];
+        let p = t.path(&format!("real/spk{}/r{n}.flac", n % 3));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_flac(
+            &p,
+            rate,
+            1,
+            &sine(rate, 200.0 + 30.0 * f64::from(n), 0.4, 0.6),
+        );
+    }
+    let full = flac_bytes(16_000, 1, &sine(16_000, 440.0, 0.5, 1.0));
+    std::fs::write(t.path("real/spk0/cut.flac"), &full[..full.len() / 2]).unwrap();
+    std::fs::create_dir_all(t.path("fake")).unwrap();
+    for n in 0..6u32 {
+        let p = t.path(&format!("fake/f{n}.wav"));
+        write_wav_i16(
+            &p,
+            24_000,
+            1,
+            &sine(24_000, 300.0 + 25.0 * f64::from(n), 0.3, 0.5),
+        );
+    }
+    t.pipeline(&format!(
+        r#"
+name: {name}
+executor:
+  throttle: 4
+sources:
+  - {{name: real, label: bonafide, root: real, speaker: {{regex: '^(spk[0-9]+)/'}}}}
+  - {{name: fake, label: spoof, root: fake}}
+stages:
+  scan: {{kind: scan_corpus}}
+  meta:
+    kind: build_metadata
+    needs: [scan]
+    params: {{seed: 7, ratios: [0.6, 0.2, 0.2]}}
+  chunk:
+    kind: chunk_audio
+    needs: [meta]
+    params: {{buckets: 3, trim: true, crop: all, hop: 4000, samples: 8000}}
+"#
+    ));
+    t
+}
+
+/// Every file of the outputs of `stages`, by `stage/relative path`.
+fn corpus_outputs(t: &Test, name: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for stage in ["scan", "meta", "chunk"] {
+        let dir = t.path(&format!("outputs/{name}/{stage}"));
+        for e in walkdir::WalkDir::new(&dir).follow_links(true) {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                let rel = e.path().strip_prefix(&dir).unwrap_or(Path::new(""));
+                out.insert(
+                    format!("{stage}/{}", rel.display()),
+                    std::fs::read(e.path()).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A corpus pipeline run through `run` (the Slurm executor, real or stand-in) gives the bytes
+/// and the lock entries of a local run.
+fn corpus_matches_local(run: impl Fn(&Test, &[&str]) -> Out) {
+    let local = corpus_workspace("corpus");
+    let o = local.run(&["run", "--json"]).ok();
+    assert!(
+        o.outcomes().values().all(|v| v == "ran"),
+        "{:?}",
+        o.outcomes()
+    );
+    let expected = corpus_outputs(&local, "corpus");
+    assert_eq!(
+        expected
+            .keys()
+            .filter(|k| k.starts_with("chunk/shards/"))
+            .count(),
+        6,
+        "{:?}",
+        expected.keys().collect::<Vec<_>>()
+    );
+
+    let t = corpus_workspace("corpus");
+    let out = run(&t, &["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        out.outcomes().values().all(|v| v == "ran"),
+        "{:?}\n{}",
+        out.outcomes(),
+        out.stderr
+    );
+    assert!(out.stderr.contains("chunk: submitted"), "{}", out.stderr);
+    let got = corpus_outputs(&t, "corpus");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &got {
+        assert!(expected[k] == *v, "`{k}` differs from the local run's");
+    }
+    assert_eq!(lock_entries(&t), lock_entries(&local));
+    let json = out.json();
+    let chunk = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "chunk")
+        .unwrap();
+    assert_eq!(chunk["items_processed"], 15, "{chunk}");
+
+    let st = run(&t, &["status", "--json"]).ok().states();
+    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
+    let again = run(&t, &["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        again.outcomes().values().all(|v| v == "cached"),
+        "{:?}",
+        again.outcomes()
+    );
+    assert!(!again.stderr.contains("submitted"), "{}", again.stderr);
+}
+
+#[test]
+fn a_sharded_corpus_pipeline_on_slurm_matches_a_local_run() {
+    let Some(_c) = cluster("a_sharded_corpus_pipeline_on_slurm_matches_a_local_run") else {
+        return;
+    };
+    corpus_matches_local(|t, args| t.run(args));
+}
+
+#[test]
+fn fake_cluster_corpus_pipeline_matches_a_local_run() {
+    let fake = Fake::new();
+    corpus_matches_local(|t, args| fake.run(t, args));
 }
