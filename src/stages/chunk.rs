@@ -267,6 +267,17 @@ fn shard_name(source: &str, bucket: u32) -> String {
     format!("shards/{source}-{bucket:04}.safetensors")
 }
 
+/// The output name of shard `shard` of the chunk stage `def` (`shards/<source>-<bucket>`), as
+/// numbered by its `run_shard`; `None` past the last one. Stages downstream shard the same way.
+pub(crate) fn output_shard_name(def: &StageDef, pipeline: &Pipeline, shard: u32) -> Option<String> {
+    let buckets = def
+        .params_as::<Params>()
+        .map_or(DEFAULT_BUCKETS, |p| p.buckets.max(1));
+    let names = items::source_names(pipeline);
+    let source = names.get(usize::try_from(shard / buckets).ok()?)?;
+    Some(shard_name(source, shard % buckets))
+}
+
 fn load_meta(stage: &str, dir: &Path, buckets: u32) -> Result<MetaIndex, StageError> {
     let mut rows = read_split_csvs(dir).map_err(|e| items::corpus_error(stage, e))?;
     rows.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));

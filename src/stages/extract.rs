@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
@@ -13,8 +15,11 @@ use super::model_data::{
     link_or_copy, may_use_gpu, model_error, read_json, read_rows, require_upstream, ssl_identities,
     workspace_relative, write_json,
 };
+use super::chunk::output_shard_name;
+use super::items::ParsedOnce;
 use super::{ItemCounts, Stage, StageError, StageReport};
-use crate::exec::context::{KeyCtx, StageCtx};
+use crate::cache::StageKey;
+use crate::exec::context::{KeyCtx, Progress, StageCtx};
 use crate::model::{
     DeviceChoice, ExtractOptions, Extractor, FeaturesRef, OomHint, Precision, SslDigest, SslSection,
 };
@@ -156,7 +161,7 @@ struct ShardJob<'a> {
     batch_size: usize,
     row_shape: [usize; 2],
     metadata: &'a BTreeMap<String, String>,
-    progress: &'a crate::exec::context::Progress<'a>,
+    progress: &'a Progress<'a>,
 }
 
 impl ShardJob<'_> {
@@ -303,7 +308,132 @@ impl Stage for ExtractSsl {
         r
     }
 
+    /// One shard per shard of the upstream `chunk_audio` stage (`sources × buckets`), so on a
+    /// cluster the feature shards are extracted by a job array.
+    fn shard_count(&self, def: &StageDef, pipeline: &Pipeline) -> u32 {
+        require_upstream(def, pipeline, &[CHUNK_KIND])
+            .map_or(1, |up| super::chunk::ChunkAudio.shard_count(up, pipeline))
+    }
+
+    fn run_shard(&self, ctx: &StageCtx<'_>, shard: u32) -> Result<ItemCounts, StageError> {
+        let prep = Prepared::get(ctx)?;
+        let Some(name) = output_shard_name(&prep.upstream, ctx.pipeline(), shard) else {
+            return Ok(ItemCounts::default());
+        };
+        let Some(rows) = prep.shards.get(&name) else {
+            return Ok(ItemCounts::default());
+        };
+        let progress = prep.progress(ctx);
+        let (filled, _) = prep.shard(ctx, &name, rows, &progress)?;
+        Ok(filled.unwrap_or(ItemCounts {
+            processed: 0,
+            reused: rows.len() as u64,
+        }))
+    }
+
     fn run(&self, ctx: &StageCtx<'_>) -> Result<StageReport, StageError> {
+        let stage = ctx.name().to_owned();
+        let prep = Prepared::get(ctx)?;
+        let progress = prep.progress(ctx);
+        let mut counts = ItemCounts::default();
+        let mut out_rows: Vec<IndexRow> = Vec::with_capacity(prep.rows);
+        // Input shards that `run_shard` handles (and counts); the others are counted here.
+        let numbered: std::collections::HashSet<String> = (0..self
+            .shard_count(ctx.def(), ctx.pipeline()))
+            .filter_map(|n| output_shard_name(&prep.upstream, ctx.pipeline(), n))
+            .collect();
+        for (shard, shard_rows) in &prep.shards {
+            ctx.check_cancelled()?;
+            let (filled, memo) = prep.shard(ctx, shard, shard_rows, &progress)?;
+            match filled {
+                Some(c) => counts += c,
+                None if !numbered.contains(shard) => counts.reused += shard_rows.len() as u64,
+                None => {}
+            }
+            let file_name = memo_file_name(shard);
+            link_or_copy(&stage, &memo.join(&file_name), &ctx.out_dir().join(shard))?;
+            out_rows.extend(shard_rows.iter().map(|(r, item)| IndexRow {
+                item: item.clone(),
+                ..r.clone()
+            }));
+        }
+        progress.finish();
+        let index = ctx.out_dir().join(INDEX_CSV);
+        write_index(&index, &out_rows)
+            .map_err(|e| io_error(&stage, &index, std::io::Error::other(e.to_string())))?;
+        let extractor = prep.extractor();
+        let ssl = SslSection {
+            source: Some(workspace_relative(ctx.pipeline(), &prep.ssl)),
+            ..extractor.ssl_section()
+        };
+        write_json(
+            &stage,
+            &ctx.out_dir().join(FEATURES_JSON),
+            &serde_json::json!({
+                "tensor": "features",
+                "dtype": "f16",
+                "frames": prep.row_shape[0],
+                "dim": prep.row_shape[1],
+                "clips": out_rows.len(),
+                "output": extractor.output(),
+                "precision": extractor.precision(),
+                "ssl": ssl,
+                "chunk": prep.chunk,
+            }),
+        )?;
+        ctx.log().line(&format!(
+            "{} clips in {} shards ({} extracted in this step)",
+            out_rows.len(),
+            prep.shards.len(),
+            counts.processed
+        ));
+        drop(extractor);
+        drop(prep);
+        PREPARED.clear();
+        Ok(StageReport { items: counts })
+    }
+}
+
+/// The file name of a feature shard inside its memo entry.
+fn memo_file_name(shard: &str) -> String {
+    Path::new(shard).file_name().map_or_else(
+        || shard.to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// What every shard of one `extract_ssl` run shares: the loaded extractor, the input rows by
+/// shard, the previous output. Loaded once per process and stage key (the local executor runs
+/// every shard and then the final step in one process).
+struct Prepared {
+    upstream: StageDef,
+    ssl: String,
+    batch_size: usize,
+    input_dir: PathBuf,
+    chunk: serde_json::Value,
+    /// Input rows by shard name, in index order, each with its feature item key.
+    shards: BTreeMap<String, Vec<(IndexRow, String)>>,
+    rows: usize,
+    /// Behind a lock: tensors are not `Sync` (one shard extracts at a time anyway).
+    extractor: Mutex<Extractor>,
+    settings: String,
+    row_shape: [usize; 2],
+    metadata: BTreeMap<String, String>,
+    prev: Mutex<Option<Previous>>,
+    /// Clips done so far in this process (the progress bar continues across shards).
+    done: AtomicU64,
+}
+
+static PREPARED: ParsedOnce<(StageKey, PathBuf), Prepared> = ParsedOnce::new();
+
+impl Prepared {
+    fn get(ctx: &StageCtx<'_>) -> Result<Arc<Prepared>, StageError> {
+        PREPARED.get((*ctx.key(), ctx.out_dir().to_path_buf()), || {
+            Prepared::load(ctx)
+        })
+    }
+
+    fn load(ctx: &StageCtx<'_>) -> Result<Prepared, StageError> {
         let stage = ctx.name().to_owned();
         let p: Params = ctx.params()?;
         let upstream = require_upstream(ctx.def(), ctx.pipeline(), &[CHUNK_KIND]).map_err(|i| {
@@ -348,8 +478,6 @@ impl Stage for ExtractSsl {
             .get("samples")
             .and_then(serde_json::Value::as_u64)
             .and_then(|s| usize::try_from(s).ok());
-
-        // Rows grouped by shard, in index order; each with its feature item key.
         let mut shards: BTreeMap<String, Vec<(IndexRow, String)>> = BTreeMap::new();
         for row in &rows {
             let item = feature_item(&settings, row);
@@ -373,89 +501,89 @@ impl Stage for ExtractSsl {
             }
         };
         let dim = extractor.hidden_size();
-        let mut metadata = BTreeMap::from([
+        let metadata = BTreeMap::from([
             ("ssl_weights".to_owned(), digest.weights.clone()),
             ("output".to_owned(), extractor.output().to_string()),
+            ("precision".to_owned(), extractor.precision().to_string()),
         ]);
-        metadata.insert("precision".to_owned(), extractor.precision().to_string());
+        Ok(Prepared {
+            upstream: upstream.clone(),
+            ssl: p.ssl,
+            batch_size: p.batch_size,
+            input_dir,
+            chunk,
+            shards,
+            rows: rows.len(),
+            extractor: Mutex::new(extractor),
+            settings,
+            row_shape: [frames, dim],
+            metadata,
+            prev: Mutex::new(Previous::load(ctx.prev_output())),
+            done: AtomicU64::new(0),
+        })
+    }
 
-        let mut prev = Previous::load(ctx.prev_output());
-        let progress = ctx.progress("clips", rows.len() as u64);
-        let mut counts = ItemCounts::default();
-        let mut out_rows: Vec<IndexRow> = Vec::with_capacity(rows.len());
-        for (shard, shard_rows) in &shards {
-            ctx.check_cancelled()?;
-            let mut key = blake3::Hasher::new();
-            key.update(settings.as_bytes());
-            key.update(shard.as_bytes());
-            for (r, item) in shard_rows {
-                key.update(b"\n");
-                key.update(r.row.to_string().as_bytes());
-                key.update(b" ");
-                key.update(item.as_bytes());
-            }
-            let key = key.finalize().to_hex().to_string();
-            let file_name = Path::new(shard)
-                .file_name()
-                .map_or_else(|| shard.clone(), |n| n.to_string_lossy().into_owned());
-            let job = ShardJob {
-                ctx,
-                extractor: &extractor,
-                input: &input_dir.join(shard),
-                rows: shard_rows,
-                batch_size: p.batch_size,
-                row_shape: [frames, dim],
-                metadata: &metadata,
-                progress: &progress,
-            };
-            let mut filled = None;
-            let memo = ctx.memo(MEMO_NS, &key, |tmp| {
-                filled = Some(job.fill(&tmp.join(&file_name), &mut prev)?);
-                Ok(())
-            })?;
-            match filled {
-                Some(c) => counts += c,
-                None => {
-                    counts.reused += shard_rows.len() as u64;
-                    progress.inc(shard_rows.len() as u64);
-                }
-            }
-            link_or_copy(&stage, &memo.join(&file_name), &ctx.out_dir().join(shard))?;
-            out_rows.extend(shard_rows.iter().map(|(r, item)| IndexRow {
-                item: item.clone(),
-                ..r.clone()
-            }));
+    fn extractor(&self) -> std::sync::MutexGuard<'_, Extractor> {
+        self.extractor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A progress bar over all the stage's clips, continuing from the clips done so far.
+    fn progress<'c>(&self, ctx: &'c StageCtx<'_>) -> Progress<'c> {
+        let progress = ctx.progress("clips", self.rows as u64);
+        let done = self.done.load(Ordering::Relaxed);
+        if done > 0 {
+            progress.inc(done);
         }
-        progress.finish();
-        let index = ctx.out_dir().join(INDEX_CSV);
-        write_index(&index, &out_rows)
-            .map_err(|e| io_error(&stage, &index, std::io::Error::other(e.to_string())))?;
-        let ssl = SslSection {
-            source: Some(workspace_relative(ctx.pipeline(), &p.ssl)),
-            ..extractor.ssl_section()
+        progress
+    }
+
+    /// Makes sure the feature shard for input shard `shard` has a memo entry (extracting it
+    /// when absent). Returns the counts when it was filled here, and the entry's folder.
+    fn shard(
+        &self,
+        ctx: &StageCtx<'_>,
+        shard: &str,
+        rows: &[(IndexRow, String)],
+        progress: &Progress<'_>,
+    ) -> Result<(Option<ItemCounts>, PathBuf), StageError> {
+        let mut key = blake3::Hasher::new();
+        key.update(self.settings.as_bytes());
+        key.update(shard.as_bytes());
+        for (r, item) in rows {
+            key.update(b"\n");
+            key.update(r.row.to_string().as_bytes());
+            key.update(b" ");
+            key.update(item.as_bytes());
+        }
+        let key = key.finalize().to_hex().to_string();
+        let file_name = memo_file_name(shard);
+        let extractor = self.extractor();
+        let job = ShardJob {
+            ctx,
+            extractor: &extractor,
+            input: &self.input_dir.join(shard),
+            rows,
+            batch_size: self.batch_size,
+            row_shape: self.row_shape,
+            metadata: &self.metadata,
+            progress,
         };
-        write_json(
-            &stage,
-            &ctx.out_dir().join(FEATURES_JSON),
-            &serde_json::json!({
-                "tensor": "features",
-                "dtype": "f16",
-                "frames": frames,
-                "dim": dim,
-                "clips": out_rows.len(),
-                "output": extractor.output(),
-                "precision": extractor.precision(),
-                "ssl": ssl,
-                "chunk": chunk,
-            }),
-        )?;
-        ctx.log().line(&format!(
-            "{} clips: {} extracted, {} reused",
-            out_rows.len(),
-            counts.processed,
-            counts.reused
-        ));
-        Ok(StageReport { items: counts })
+        let mut filled = None;
+        let memo = ctx.memo(MEMO_NS, &key, |tmp| {
+            let mut prev = self
+                .prev
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            filled = Some(job.fill(&tmp.join(&file_name), &mut prev)?);
+            Ok(())
+        })?;
+        if filled.is_none() {
+            progress.inc(rows.len() as u64);
+        }
+        self.done.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        Ok((filled, memo))
     }
 }
 

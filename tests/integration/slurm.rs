@@ -778,7 +778,14 @@ stages:
     kind: chunk_audio
     needs: [meta]
     params: {{buckets: 3, trim: true, crop: all, hop: 4000, samples: 8000}}
-"#
+  extract:
+    kind: extract_ssl
+    needs: [chunk]
+    params: {{ssl: {ssl}, device: cpu, batch_size: 4}}
+"#,
+        ssl = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/wav2vec2-tiny-random")
+            .display()
     ));
     t
 }
@@ -786,7 +793,7 @@ stages:
 /// Every file of the outputs of `stages`, by `stage/relative path`.
 fn corpus_outputs(t: &Test, name: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for stage in ["scan", "meta", "chunk"] {
+    for stage in ["scan", "meta", "chunk", "extract"] {
         let dir = t.path(&format!("outputs/{name}/{stage}"));
         for e in walkdir::WalkDir::new(&dir).follow_links(true) {
             let e = e.unwrap();
@@ -832,6 +839,7 @@ fn corpus_matches_local(run: impl Fn(&Test, &[&str]) -> Out) {
         out.stderr
     );
     assert!(out.stderr.contains("chunk: submitted"), "{}", out.stderr);
+    assert!(out.stderr.contains("extract: submitted"), "{}", out.stderr);
     let got = corpus_outputs(&t, "corpus");
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
@@ -849,6 +857,19 @@ fn corpus_matches_local(run: impl Fn(&Test, &[&str]) -> Out) {
         .find(|s| s["name"] == "chunk")
         .unwrap();
     assert_eq!(chunk["items_processed"], 15, "{chunk}");
+    let clips = local
+        .read("outputs/corpus/chunk/index.csv")
+        .lines()
+        .count()
+        - 1;
+    let extract = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "extract")
+        .unwrap();
+    assert_eq!(extract["items_processed"], clips as u64, "{extract}");
+    assert_eq!(extract["items_reused"], 0, "{extract}");
 
     let st = run(&t, &["status", "--json"]).ok().states();
     assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
