@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
+use super::chunk::output_shard_name;
+use super::items::ParsedOnce;
 use super::model_data::{
     CHUNK_JSON, CHUNK_KIND, FEATURES_JSON, INDEX_CSV, Layer, batch_size_key, input_error, io_error,
     link_or_copy, may_use_gpu, model_error, read_json, read_rows, require_upstream, ssl_identities,
     workspace_relative, write_json,
 };
-use super::chunk::output_shard_name;
-use super::items::ParsedOnce;
 use super::{ItemCounts, Stage, StageError, StageReport};
 use crate::cache::StageKey;
 use crate::exec::context::{KeyCtx, Progress, StageCtx};
@@ -396,10 +396,9 @@ impl Stage for ExtractSsl {
 
 /// The file name of a feature shard inside its memo entry.
 fn memo_file_name(shard: &str) -> String {
-    Path::new(shard).file_name().map_or_else(
-        || shard.to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+    Path::new(shard)
+        .file_name()
+        .map_or_else(|| shard.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// What every shard of one `extract_ssl` run shares: the loaded extractor, the input rows by

@@ -5,20 +5,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::items::{self, OnBadAudio};
+use super::items::{self, OnBadAudio, ParsedOnce};
 use super::{DepSpec, ItemCounts, Stage, StageError, StageReport, declared_deps, scan};
 use crate::audio::{ProbeParams, probe_file};
+use crate::cache::StageKey;
 use crate::corpus::{
-    CorpusFile, MetadataRow, ProbeRow, RejectedRow, SplitConfig, SplitDef, compute_stats,
-    read_manifest, read_probes, split_corpus, write_probes, write_rejected, write_split_csvs,
-    write_stats,
+    CorpusFile, CorpusSplits, ManifestRow, MetadataRow, ProbeRow, RejectedRow, Source, SplitConfig,
+    SplitDef, compute_stats, read_manifest, read_probes, split_corpus, write_probes,
+    write_rejected, write_split_csvs, write_stats,
 };
-use crate::exec::context::StageCtx;
+use crate::exec::context::{Progress, StageCtx};
+use crate::shards::bucket_of;
 use crate::spec::{Issue, Pipeline, StageDef, did_you_mean, positions};
 
 /// Kind name.
@@ -48,7 +51,12 @@ struct Params {
     min_duration_s: f64,
     /// `skip` (reject and warn) or `fail`.
     on_bad_audio: OnBadAudio,
+    /// Probe shards per source (by a hash of the path); a shard is one task on a cluster.
+    buckets: u32,
 }
+
+/// Default `buckets`.
+const DEFAULT_BUCKETS: u32 = 16;
 
 impl Default for Params {
     fn default() -> Self {
@@ -59,6 +67,7 @@ impl Default for Params {
             holdout_sources: split.holdout_sources,
             min_duration_s: 0.0,
             on_bad_audio: OnBadAudio::Skip,
+            buckets: DEFAULT_BUCKETS,
         }
     }
 }
@@ -123,6 +132,15 @@ impl Stage for BuildMetadata {
                 "`min_duration_s` must be zero or a positive number of seconds",
             ));
         }
+        if p.buckets == 0 || p.buckets > 65_536 {
+            issues.push(Issue::new(
+                positions::child(&params, "buckets"),
+                format!(
+                    "`buckets` must be between 1 and 65536 (probe shards per source), not {}",
+                    p.buckets
+                ),
+            ));
+        }
         let names = items::source_names(pipeline);
         for (i, h) in p.holdout_sources.iter().enumerate() {
             if !names.contains(h) {
@@ -173,37 +191,39 @@ impl Stage for BuildMetadata {
         deps
     }
 
+    /// One shard per (source, bucket of the file's path): `sources × buckets`, so on a cluster
+    /// the probing (a full decode of every file) is a job array.
+    fn shard_count(&self, def: &StageDef, pipeline: &Pipeline) -> u32 {
+        let buckets = def
+            .params_as::<Params>()
+            .map_or(DEFAULT_BUCKETS, |p| p.buckets.max(1));
+        u32::try_from(pipeline.sources.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(buckets)
+    }
+
+    fn run_shard(&self, ctx: &StageCtx<'_>, shard: u32) -> Result<ItemCounts, StageError> {
+        let p: Params = ctx.params()?;
+        let plan = Plan::get(ctx, &p)?;
+        let progress = plan.progress(ctx);
+        Ok(match plan.shard(ctx, &p, shard, &progress)? {
+            Some((Some(filled), _)) => filled,
+            Some((None, _)) => ItemCounts {
+                processed: 0,
+                reused: plan.by_shard.get(&shard).map_or(0, |v| v.len() as u64),
+            },
+            None => ItemCounts::default(),
+        })
+    }
+
     fn run(&self, ctx: &StageCtx<'_>) -> Result<StageReport, StageError> {
         let stage = ctx.name().to_owned();
         let p: Params = ctx.params()?;
-        let scan_name =
-            items::upstream_of_kind(ctx.def(), ctx.pipeline(), scan::KIND).map_err(|i| {
-                StageError::Params {
-                    stage: stage.clone(),
-                    message: i.message,
-                }
-            })?;
-        let scan_dir = ctx.input(&scan_name)?.to_path_buf();
         let cerr = |e| items::corpus_error(&stage, e);
-        let manifest = read_manifest(&scan_dir.join(scan::MANIFEST)).map_err(cerr)?;
-        let sources = items::sources(ctx.pipeline(), &stage)?;
-        let by_name: BTreeMap<&str, &crate::corpus::Source> =
-            sources.iter().map(|s| (s.name.as_str(), s)).collect();
-
-        // Splits.
-        let files: Vec<CorpusFile> = manifest
-            .iter()
-            .map(|m| CorpusFile {
-                source: m.source.clone(),
-                path: m.path.clone(),
-            })
-            .collect();
-        let config = SplitConfig {
-            seed: p.seed,
-            ratios: p.ratios,
-            holdout_sources: p.holdout_sources.clone(),
-        };
-        let splits = split_corpus(&sources, &files, &config).map_err(cerr)?;
+        let plan = Plan::get(ctx, &p)?;
+        let (manifest, splits, scan_dir) = (&plan.manifest, &plan.splits, &plan.scan_dir);
+        let by_name: BTreeMap<&str, &Source> =
+            plan.sources.iter().map(|s| (s.name.as_str(), s)).collect();
         for c in &splits.conflicts {
             ctx.warn(format!(
                 "speaker `{}` is in several splits by the data's own rules ({}); nothing was moved",
@@ -230,89 +250,23 @@ impl Stage for BuildMetadata {
             ));
         }
 
-        // Probes: reuse those of unchanged files, decode the others.
-        let probe_params = p.probe();
-        let placed: Vec<Placed> = manifest
-            .iter()
-            .zip(&splits.placements)
-            .enumerate()
-            .filter(|(_, (_, pl))| pl.split.is_ok())
-            .map(|(index, (m, _))| Placed {
-                index,
-                item: probe_item(&m.digest, &probe_params),
-            })
-            .collect();
-        let mut previous: HashMap<String, ProbeRow> = HashMap::new();
-        if let Some(prev) = ctx.prev_output() {
-            let path = prev.join(PROBES);
-            match read_probes(&path) {
-                Ok(rows) => previous.extend(rows.into_iter().map(|r| (r.item.clone(), r))),
-                Err(e) if path.exists() => {
-                    ctx.log().line(&format!("previous probes not reused: {e}"))
+        // Probes, shard by shard: memo entries that `run_shard` filled (and counted) are read
+        // back; shards not filled yet are probed here and counted here.
+        let progress = plan.progress(ctx);
+        let mut counts = ItemCounts::default();
+        let mut probed: HashMap<String, ProbeRow> = HashMap::new();
+        for shard in 0..self.shard_count(ctx.def(), ctx.pipeline()) {
+            ctx.check_cancelled()?;
+            if let Some((filled, dir)) = plan.shard(ctx, &p, shard, &progress)? {
+                if let Some(c) = filled {
+                    counts += c;
                 }
-                Err(_) => {}
+                let rows = read_probes(&dir.join(PROBES)).map_err(cerr)?;
+                probed.extend(rows.into_iter().map(|r| (r.item.clone(), r)));
             }
         }
-        // Files with the same content are probed once.
-        let mut seen = std::collections::HashSet::new();
-        let todo: Vec<&Placed> = placed
-            .iter()
-            .filter(|pl| !previous.contains_key(&pl.item) && seen.insert(pl.item.as_str()))
-            .collect();
-        let counts = ItemCounts {
-            processed: todo.len() as u64,
-            reused: (placed.len() - todo.len()) as u64,
-        };
-        let progress = ctx.progress("probe", todo.len() as u64);
-        let stop = AtomicBool::new(false);
-        let probed: Vec<Option<(ProbeRow, Option<String>)>> = todo
-            .par_iter()
-            .map(|pl| {
-                if stop.load(Ordering::Relaxed) || ctx.is_cancelled() {
-                    return None;
-                }
-                let m = &manifest[pl.index];
-                let source = by_name.get(m.source.as_str())?;
-                let abs = items::item_path(source, &scan_dir, &m.path);
-                let mut row = ProbeRow {
-                    source: m.source.clone(),
-                    path: m.path.clone(),
-                    item: pl.item.clone(),
-                    reason: String::new(),
-                    duration_s: 0.0,
-                    sample_rate: 0,
-                    channels: 0,
-                };
-                let mut detail = None;
-                match probe_file(&abs, &probe_params) {
-                    Ok(info) => {
-                        row.duration_s = info.duration_s;
-                        row.sample_rate = info.sample_rate;
-                        row.channels = info.channels;
-                    }
-                    Err(e) => {
-                        row.reason = e
-                            .reason()
-                            .map_or("corrupt", crate::audio::RejectReason::as_str)
-                            .to_owned();
-                        detail = Some(e.to_string());
-                        if p.on_bad_audio == OnBadAudio::Fail {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                }
-                progress.inc(1);
-                Some((row, detail))
-            })
-            .collect();
         progress.finish();
-        ctx.check_cancelled()?;
-        let mut fresh: HashMap<&str, (ProbeRow, Option<String>)> = HashMap::new();
-        for (pl, got) in todo.iter().zip(probed) {
-            if let Some(got) = got {
-                fresh.insert(pl.item.as_str(), got);
-            }
-        }
+        let placed = &plan.placed;
 
         // Rows, in manifest order (source, path).
         let mut rows = Vec::new();
@@ -338,20 +292,18 @@ impl Stage for BuildMetadata {
                 .next()
                 .filter(|pl| pl.index == i)
                 .expect("placed files follow the manifest order");
-            let (probe, detail) = match fresh.get(pl.item.as_str()) {
-                Some((row, detail)) => (row.clone(), detail.clone()),
-                None => match previous.get(&pl.item) {
-                    Some(prev) => (
-                        ProbeRow {
-                            source: m.source.clone(),
-                            path: m.path.clone(),
-                            ..prev.clone()
-                        },
-                        None,
+            let Some(probe) = probed.get(&pl.item).map(|r| ProbeRow {
+                source: m.source.clone(),
+                path: m.path.clone(),
+                ..r.clone()
+            }) else {
+                return Err(StageError::Params {
+                    stage,
+                    message: format!(
+                        "no probe of `{}` (source `{}`) in the shards' results",
+                        m.path, m.source
                     ),
-                    // Not probed: the run stopped at a bad file first (`on_bad_audio: fail`).
-                    None => continue,
-                },
+                });
             };
             if probe.reason.is_empty() {
                 rows.push(MetadataRow {
@@ -373,16 +325,9 @@ impl Stage for BuildMetadata {
                 }
             } else {
                 if p.on_bad_audio == OnBadAudio::Fail {
-                    let detail = detail.unwrap_or_else(|| {
-                        format!("`{}` was rejected as `{}`", m.path, probe.reason)
-                    });
-                    return Err(StageError::Environment {
-                        stage,
-                        message: format!(
-                            "source `{}`: file `{}` cannot be used ({}): {detail}; fix or remove it, or set `on_bad_audio: skip` to leave such files out",
-                            m.source, m.path, probe.reason
-                        ),
-                    });
+                    // Probed by an earlier run with `on_bad_audio: skip`.
+                    let detail = format!("`{}` was rejected as `{}`", m.path, probe.reason);
+                    return Err(bad_file(&stage, &m.source, &m.path, &probe.reason, &detail));
                 }
                 rejected.push(RejectedRow {
                     path: m.path.clone(),
@@ -415,12 +360,286 @@ impl Stage for BuildMetadata {
             ));
         }
         ctx.log().line(&format!(
-            "{} files accepted, {} rejected; {} probed, {} probes reused",
+            "{} files accepted, {} rejected; {} probed in this step",
             rows.len(),
             rejected.len(),
             counts.processed,
-            counts.reused
         ));
+        drop(plan);
+        PLAN.clear();
         Ok(StageReport { items: counts })
+    }
+}
+
+fn bad_file(stage: &str, source: &str, path: &str, reason: &str, detail: &str) -> StageError {
+    StageError::Environment {
+        stage: stage.to_owned(),
+        message: format!(
+            "source `{source}`: file `{path}` cannot be used ({reason}): {detail}; fix or remove it, or set `on_bad_audio: skip` to leave such files out"
+        ),
+    }
+}
+
+/// Memo namespace of probe shards.
+const MEMO_NS: &str = "build_metadata";
+
+/// The manifest, its split placements, the probe item of every placed file and the previous
+/// output's probes: what every shard and the final step share, read once per process and
+/// stage key (the local executor runs every shard and then the final step in one process).
+struct Plan {
+    scan_dir: PathBuf,
+    sources: Vec<Source>,
+    manifest: Vec<ManifestRow>,
+    splits: CorpusSplits,
+    placed: Vec<Placed>,
+    /// Indices into `placed` by shard number (source position × buckets + bucket of the path).
+    by_shard: BTreeMap<u32, Vec<usize>>,
+    previous: HashMap<String, ProbeRow>,
+    /// Distinct items that no previous probe covers (the progress bar's total).
+    to_probe: u64,
+    /// Items probed so far in this process.
+    done: AtomicU64,
+}
+
+static PLAN: ParsedOnce<(StageKey, PathBuf), Plan> = ParsedOnce::new();
+
+impl Plan {
+    fn get(ctx: &StageCtx<'_>, p: &Params) -> Result<Arc<Plan>, StageError> {
+        PLAN.get((*ctx.key(), ctx.out_dir().to_path_buf()), || {
+            Plan::load(ctx, p)
+        })
+    }
+
+    fn load(ctx: &StageCtx<'_>, p: &Params) -> Result<Plan, StageError> {
+        let stage = ctx.name();
+        let scan_name =
+            items::upstream_of_kind(ctx.def(), ctx.pipeline(), scan::KIND).map_err(|i| {
+                StageError::Params {
+                    stage: stage.to_owned(),
+                    message: i.message,
+                }
+            })?;
+        let scan_dir = ctx.input(&scan_name)?.to_path_buf();
+        let cerr = |e| items::corpus_error(stage, e);
+        let manifest = read_manifest(&scan_dir.join(scan::MANIFEST)).map_err(cerr)?;
+        let sources = items::sources(ctx.pipeline(), stage)?;
+        let files: Vec<CorpusFile> = manifest
+            .iter()
+            .map(|m| CorpusFile {
+                source: m.source.clone(),
+                path: m.path.clone(),
+            })
+            .collect();
+        let config = SplitConfig {
+            seed: p.seed,
+            ratios: p.ratios,
+            holdout_sources: p.holdout_sources.clone(),
+        };
+        let splits = split_corpus(&sources, &files, &config).map_err(cerr)?;
+        let probe_params = p.probe();
+        let placed: Vec<Placed> = manifest
+            .iter()
+            .zip(&splits.placements)
+            .enumerate()
+            .filter(|(_, (_, pl))| pl.split.is_ok())
+            .map(|(index, (m, _))| Placed {
+                index,
+                item: probe_item(&m.digest, &probe_params),
+            })
+            .collect();
+        let names = items::source_names(ctx.pipeline());
+        let position: HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        let buckets = p.buckets.max(1);
+        let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (k, pl) in placed.iter().enumerate() {
+            let m = &manifest[pl.index];
+            if let Some(&src) = position.get(m.source.as_str()) {
+                let shard = src
+                    .saturating_mul(buckets)
+                    .saturating_add(bucket_of(&m.path, buckets));
+                by_shard.entry(shard).or_default().push(k);
+            }
+        }
+        let mut previous: HashMap<String, ProbeRow> = HashMap::new();
+        if let Some(prev) = ctx.prev_output() {
+            let path = prev.join(PROBES);
+            match read_probes(&path) {
+                Ok(rows) => previous.extend(rows.into_iter().map(|r| (r.item.clone(), r))),
+                Err(e) if path.exists() => {
+                    ctx.log().line(&format!("previous probes not reused: {e}"));
+                }
+                Err(_) => {}
+            }
+        }
+        let to_probe = placed
+            .iter()
+            .filter(|pl| !previous.contains_key(&pl.item))
+            .map(|pl| pl.item.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        Ok(Plan {
+            scan_dir,
+            sources,
+            manifest,
+            splits,
+            placed,
+            by_shard,
+            previous,
+            to_probe,
+            done: AtomicU64::new(0),
+        })
+    }
+
+    /// A progress bar over the files to probe, continuing from those probed so far.
+    fn progress<'c>(&self, ctx: &'c StageCtx<'_>) -> Progress<'c> {
+        let progress = ctx.progress("probe", self.to_probe);
+        let done = self.done.load(Ordering::Relaxed);
+        if done > 0 {
+            progress.inc(done);
+        }
+        progress
+    }
+
+    /// Makes sure shard `shard`'s probes have a memo entry (`probes.csv`, one row per placed
+    /// file of the shard, in manifest order), probing the files no previous probe covers.
+    /// `None` for a shard without files; else the counts when it was filled here, and the
+    /// entry's folder.
+    fn shard(
+        &self,
+        ctx: &StageCtx<'_>,
+        p: &Params,
+        shard: u32,
+        progress: &Progress<'_>,
+    ) -> Result<Option<(Option<ItemCounts>, PathBuf)>, StageError> {
+        let stage = ctx.name();
+        let Some(members) = self.by_shard.get(&shard) else {
+            return Ok(None);
+        };
+        let probe_params = p.probe();
+        let mut key = blake3::Hasher::new();
+        key.update(&PROBE_VERSION.to_le_bytes());
+        key.update(
+            serde_json::to_string(&probe_params)
+                .expect("probe parameters serialise")
+                .as_bytes(),
+        );
+        for &k in members {
+            let (pl, m) = (&self.placed[k], &self.manifest[self.placed[k].index]);
+            for part in [m.source.as_str(), m.path.as_str(), pl.item.as_str()] {
+                key.update(b"\0");
+                key.update(part.as_bytes());
+            }
+        }
+        let key = key.finalize().to_hex().to_string();
+        let mut filled = None;
+        let dir = ctx.memo(MEMO_NS, &key, |tmp| {
+            // Files with the same content are probed once.
+            let mut seen = std::collections::HashSet::new();
+            let todo: Vec<&Placed> = members
+                .iter()
+                .map(|&k| &self.placed[k])
+                .filter(|pl| !self.previous.contains_key(&pl.item) && seen.insert(&pl.item))
+                .collect();
+            let stop = AtomicBool::new(false);
+            let results: Vec<Option<(ProbeRow, Option<String>)>> = todo
+                .par_iter()
+                .map(|pl| {
+                    if stop.load(Ordering::Relaxed) || ctx.is_cancelled() {
+                        return None;
+                    }
+                    let m = &self.manifest[pl.index];
+                    let got = self.probe(m, &pl.item, &probe_params);
+                    if got.is_none() {
+                        return None;
+                    }
+                    if got.as_ref().is_some_and(|(_, d)| d.is_some())
+                        && p.on_bad_audio == OnBadAudio::Fail
+                    {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    progress.inc(1);
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                    got
+                })
+                .collect();
+            ctx.check_cancelled()?;
+            let mut fresh: HashMap<&str, ProbeRow> = HashMap::new();
+            for (pl, got) in todo.iter().zip(results) {
+                match got {
+                    Some((row, Some(detail))) if p.on_bad_audio == OnBadAudio::Fail => {
+                        let m = &self.manifest[pl.index];
+                        return Err(bad_file(stage, &m.source, &m.path, &row.reason, &detail));
+                    }
+                    Some((row, _)) => {
+                        fresh.insert(pl.item.as_str(), row);
+                    }
+                    None => {}
+                }
+            }
+            let mut rows = Vec::with_capacity(members.len());
+            for &k in members {
+                let (pl, m) = (&self.placed[k], &self.manifest[self.placed[k].index]);
+                let found = fresh
+                    .get(pl.item.as_str())
+                    .or_else(|| self.previous.get(&pl.item));
+                let Some(r) = found else {
+                    // Not probed: a file failed first (`on_bad_audio: fail`).
+                    continue;
+                };
+                rows.push(ProbeRow {
+                    source: m.source.clone(),
+                    path: m.path.clone(),
+                    ..r.clone()
+                });
+            }
+            write_probes(&tmp.join(PROBES), &rows).map_err(|e| items::corpus_error(stage, e))?;
+            filled = Some(ItemCounts {
+                processed: todo.len() as u64,
+                reused: (members.len() - todo.len()) as u64,
+            });
+            Ok(())
+        })?;
+        Ok(Some((filled, dir)))
+    }
+
+    /// Probes one file: its row, with the error's text when it is rejected. `None` when its
+    /// source is not in `sources:`.
+    fn probe(
+        &self,
+        m: &ManifestRow,
+        item: &str,
+        params: &ProbeParams,
+    ) -> Option<(ProbeRow, Option<String>)> {
+        let source = self.sources.iter().find(|s| s.name == m.source)?;
+        let abs = items::item_path(source, &self.scan_dir, &m.path);
+        let mut row = ProbeRow {
+            source: m.source.clone(),
+            path: m.path.clone(),
+            item: item.to_owned(),
+            reason: String::new(),
+            duration_s: 0.0,
+            sample_rate: 0,
+            channels: 0,
+        };
+        let mut detail = None;
+        match probe_file(&abs, params) {
+            Ok(info) => {
+                row.duration_s = info.duration_s;
+                row.sample_rate = info.sample_rate;
+                row.channels = info.channels;
+            }
+            Err(e) => {
+                row.reason = e
+                    .reason()
+                    .map_or("corrupt", crate::audio::RejectReason::as_str)
+                    .to_owned();
+                detail = Some(e.to_string());
+            }
+        }
+        Some((row, detail))
     }
 }

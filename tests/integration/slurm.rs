@@ -840,6 +840,25 @@ fn corpus_matches_local(run: impl Fn(&Test, &[&str]) -> Out) {
     );
     assert!(out.stderr.contains("chunk: submitted"), "{}", out.stderr);
     assert!(out.stderr.contains("extract: submitted"), "{}", out.stderr);
+    assert!(out.stderr.contains("meta: submitted"), "{}", out.stderr);
+    // Every stage counts its items as the local run does (shards counted once).
+    let counts = |o: &Out| -> BTreeMap<String, (u64, u64)> {
+        o.json()["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    (
+                        s["items_processed"].as_u64().unwrap_or(0),
+                        s["items_reused"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(counts(&out), counts(&o));
     let got = corpus_outputs(&t, "corpus");
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
@@ -857,11 +876,7 @@ fn corpus_matches_local(run: impl Fn(&Test, &[&str]) -> Out) {
         .find(|s| s["name"] == "chunk")
         .unwrap();
     assert_eq!(chunk["items_processed"], 15, "{chunk}");
-    let clips = local
-        .read("outputs/corpus/chunk/index.csv")
-        .lines()
-        .count()
-        - 1;
+    let clips = local.read("outputs/corpus/chunk/index.csv").lines().count() - 1;
     let extract = json["stages"]
         .as_array()
         .unwrap()
