@@ -355,11 +355,18 @@ impl StageCtx<'_> {
     /// A progress counter with a known `total` (0 = unknown).
     #[must_use]
     pub fn progress(&self, label: &str, total: u64) -> Progress<'_> {
+        self.progress_from(label, total, 0)
+    }
+
+    /// A progress counter that starts at `done` (a stage whose shards each make a counter
+    /// continues where the previous shard's stopped).
+    #[must_use]
+    pub fn progress_from(&self, label: &str, total: u64, done: u64) -> Progress<'_> {
         Progress {
             stage: &self.def.name,
             label: label.to_owned(),
             total,
-            done: AtomicU64::new(0),
+            done: AtomicU64::new(done),
             last: Mutex::new(
                 Instant::now()
                     .checked_sub(Duration::from_secs(1))

@@ -608,10 +608,8 @@ impl Stage for ChunkAudio {
     fn shard_count(&self, def: &StageDef, pipeline: &Pipeline) -> u32 {
         let buckets = def
             .params_as::<Params>()
-            .map_or(DEFAULT_BUCKETS, |p| p.buckets.max(1));
-        u32::try_from(pipeline.sources.len())
-            .unwrap_or(u32::MAX)
-            .saturating_mul(buckets)
+            .map_or(DEFAULT_BUCKETS, |p| p.buckets);
+        items::source_bucket_shards(pipeline, buckets)
     }
 
     fn run_shard(&self, ctx: &StageCtx<'_>, shard: u32) -> Result<ItemCounts, StageError> {

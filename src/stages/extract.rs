@@ -530,12 +530,7 @@ impl Prepared {
 
     /// A progress bar over all the stage's clips, continuing from the clips done so far.
     fn progress<'c>(&self, ctx: &'c StageCtx<'_>) -> Progress<'c> {
-        let progress = ctx.progress("clips", self.rows as u64);
-        let done = self.done.load(Ordering::Relaxed);
-        if done > 0 {
-            progress.inc(done);
-        }
-        progress
+        ctx.progress_from("clips", self.rows as u64, self.done.load(Ordering::Relaxed))
     }
 
     /// Makes sure the feature shard for input shard `shard` has a memo entry (extracting it

@@ -124,6 +124,14 @@ pub(crate) fn sources(pipeline: &Pipeline, stage: &str) -> Result<Vec<Source>, S
     })
 }
 
+/// Shards of a kind sharded by (source, bucket of the path): `sources × buckets`, known from
+/// the pipeline alone; shard `n` is source `n / buckets`, bucket `n % buckets`.
+pub(crate) fn source_bucket_shards(pipeline: &Pipeline, buckets: u32) -> u32 {
+    u32::try_from(pipeline.sources.len())
+        .unwrap_or(u32::MAX)
+        .saturating_mul(buckets.max(1))
+}
+
 /// Names of the `sources:` entries in list order, as written (also for invalid entries, so
 /// that shard counts do not depend on validation).
 pub(crate) fn source_names(pipeline: &Pipeline) -> Vec<String> {

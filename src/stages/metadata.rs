@@ -196,10 +196,8 @@ impl Stage for BuildMetadata {
     fn shard_count(&self, def: &StageDef, pipeline: &Pipeline) -> u32 {
         let buckets = def
             .params_as::<Params>()
-            .map_or(DEFAULT_BUCKETS, |p| p.buckets.max(1));
-        u32::try_from(pipeline.sources.len())
-            .unwrap_or(u32::MAX)
-            .saturating_mul(buckets)
+            .map_or(DEFAULT_BUCKETS, |p| p.buckets);
+        items::source_bucket_shards(pipeline, buckets)
     }
 
     fn run_shard(&self, ctx: &StageCtx<'_>, shard: u32) -> Result<ItemCounts, StageError> {
@@ -347,7 +345,7 @@ impl Stage for BuildMetadata {
             let m = &manifest[i];
             items::link(
                 &stage,
-                &items::generated_path(&scan_dir, &m.source, &m.path),
+                &items::generated_path(scan_dir, &m.source, &m.path),
                 &items::generated_path(out, &m.source, &m.path),
             )?;
         }
@@ -496,12 +494,7 @@ impl Plan {
 
     /// A progress bar over the files to probe, continuing from those probed so far.
     fn progress<'c>(&self, ctx: &'c StageCtx<'_>) -> Progress<'c> {
-        let progress = ctx.progress("probe", self.to_probe);
-        let done = self.done.load(Ordering::Relaxed);
-        if done > 0 {
-            progress.inc(done);
-        }
-        progress
+        ctx.progress_from("probe", self.to_probe, self.done.load(Ordering::Relaxed))
     }
 
     /// Makes sure shard `shard`'s probes have a memo entry (`probes.csv`, one row per placed
@@ -552,18 +545,13 @@ impl Plan {
                         return None;
                     }
                     let m = &self.manifest[pl.index];
-                    let got = self.probe(m, &pl.item, &probe_params);
-                    if got.is_none() {
-                        return None;
-                    }
-                    if got.as_ref().is_some_and(|(_, d)| d.is_some())
-                        && p.on_bad_audio == OnBadAudio::Fail
-                    {
+                    let got = self.probe(m, &pl.item, &probe_params)?;
+                    if got.1.is_some() && p.on_bad_audio == OnBadAudio::Fail {
                         stop.store(true, Ordering::Relaxed);
                     }
                     progress.inc(1);
                     self.done.fetch_add(1, Ordering::Relaxed);
-                    got
+                    Some(got)
                 })
                 .collect();
             ctx.check_cancelled()?;

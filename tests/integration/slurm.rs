@@ -200,6 +200,19 @@ fn ticket(t: &Test, stage: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// After a complete Slurm run: every stage is fresh and a rerun submits nothing.
+fn all_fresh_and_nothing_resubmitted(run: impl Fn(&[&str]) -> Out) {
+    let st = run(&["status", "--json"]).ok().states();
+    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
+    let again = run(&["run", "--executor", "slurm", "--json"]).ok();
+    assert!(
+        again.outcomes().values().all(|v| v == "cached"),
+        "{:?}",
+        again.outcomes()
+    );
+    assert!(!again.stderr.contains("submitted"), "{}", again.stderr);
+}
+
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -375,16 +388,7 @@ fn slurm_run_gives_the_same_outputs_and_lock_entries_as_a_local_run() {
     for s in 0..3 {
         assert_eq!(tr.get(&format!("b shard {s}")), Some(&1), "{tr:?}");
     }
-    let st = slurm.run(&["status", "--json"]).ok().states();
-    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
-    // Nothing changed: nothing is submitted.
-    let again = slurm.run(&["run", "--executor", "slurm", "--json"]).ok();
-    assert!(
-        again.outcomes().values().all(|v| v == "cached"),
-        "{:?}",
-        again.outcomes()
-    );
-    assert!(!again.stderr.contains("submitted"), "{}", again.stderr);
+    all_fresh_and_nothing_resubmitted(|args| slurm.run(args));
 }
 
 #[test]
@@ -886,15 +890,7 @@ fn corpus_matches_local(run: impl Fn(&Test, &[&str]) -> Out) {
     assert_eq!(extract["items_processed"], clips as u64, "{extract}");
     assert_eq!(extract["items_reused"], 0, "{extract}");
 
-    let st = run(&t, &["status", "--json"]).ok().states();
-    assert!(st.values().all(|(s, _)| s == "fresh"), "{st:?}");
-    let again = run(&t, &["run", "--executor", "slurm", "--json"]).ok();
-    assert!(
-        again.outcomes().values().all(|v| v == "cached"),
-        "{:?}",
-        again.outcomes()
-    );
-    assert!(!again.stderr.contains("submitted"), "{}", again.stderr);
+    all_fresh_and_nothing_resubmitted(|args| run(&t, args));
 }
 
 #[test]
