@@ -12,6 +12,7 @@ if [ ! -x "$venv/bin/dvc" ]; then
 fi
 bin="${BRSPEECH_BIN:-$root/target/release/brspeech}"
 [ -x "$bin" ] || { echo "error: $bin not built (run make build)" >&2; exit 1; }
+bin=$(realpath "$bin")
 mkdir -p "$root/target/bench"
 exec "$venv/bin/python3" "$root/benches/engine/bench.py" --brspeech "$bin" --dvc "$venv/bin/dvc" \
   --work "${BENCH_WORK:-$root/target/bench/engine-work}" --out "$root/target/bench/engine.md" "$@"

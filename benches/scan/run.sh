@@ -8,6 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin="${BRSPEECH_BIN:-$root/target/release/brspeech}"
 [ -x "$bin" ] || { echo "error: $bin not built (run make build)" >&2; exit 1; }
+bin=$(realpath "$bin")
 mkdir -p "$root/target/bench"
 exec python3 "$root/benches/scan/bench.py" --brspeech "$bin" \
   --work "${BENCH_WORK:-$root/target/bench/scan-work}" --out "$root/target/bench/scan.md" "$@"
