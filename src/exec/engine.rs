@@ -94,6 +94,7 @@ pub(crate) struct Eval {
     pub(crate) key: Option<StageKey>,
     pub(crate) entry: Option<Manifest>,
     listings: BTreeMap<ContentDigest, Arc<Listing>>,
+    /// Deps not on this machine: `(name and what it is for, path)`.
     pub(crate) missing: Vec<(String, PathBuf)>,
     /// Why the stage's identities could not be computed on this machine (a checkpoint not
     /// there): the stage cannot run here, but `status` still shows it.
@@ -265,7 +266,7 @@ impl Session<'_> {
                         },
                     );
                 }
-                None => missing.push((d.name.clone(), d.path.clone())),
+                None => missing.push((d.described(), d.path.clone())),
             }
         }
         let (identities, unavailable) = match stage.identities(&KeyCtx {
@@ -393,7 +394,7 @@ impl Session<'_> {
         reasons.extend(
             eval.missing
                 .iter()
-                .map(|(d, _)| format!("dep `{d}` is missing")),
+                .map(|(d, _)| format!("dep {d} is missing")),
         );
         if let Some(StageError::Environment { message, .. }) = &eval.unavailable {
             reasons.push(format!("cannot run here: {message}"));
@@ -552,19 +553,20 @@ impl Session<'_> {
             .collect();
         for &i in selected {
             let def = &self.pipeline.stages[i];
-            for d in lookup(def)?.deps(def, self.pipeline) {
-                let n = normalize(&self.pipeline.dir, &d.path.to_string_lossy());
-                if !d.path.exists()
-                    && !produced
-                        .iter()
-                        .any(|o| n.starts_with(o) || o.starts_with(&n))
-                {
-                    return Err(ExecError::MissingDep {
-                        stage: def.name.clone(),
-                        dep: d.name,
-                        path: d.path,
-                    });
-                }
+            let missing: Vec<_> = lookup(def)?
+                .deps(def, self.pipeline)
+                .into_iter()
+                .filter(|d| {
+                    let n = normalize(&self.pipeline.dir, &d.path.to_string_lossy());
+                    !d.path.exists()
+                        && !produced
+                            .iter()
+                            .any(|o| n.starts_with(o) || o.starts_with(&n))
+                })
+                .map(|d| (d.described(), d.path))
+                .collect();
+            if let Some(e) = ExecError::missing_deps(&def.name, missing) {
+                return Err(e);
             }
         }
         Ok(())
@@ -912,15 +914,8 @@ impl Session<'_> {
         let eval = self
             .evaluate(i, &up, sink)
             .map_err(|e| fail(error_chain(&e), e.is_environment()))?;
-        if let Some((d, p)) = eval.missing.first() {
-            return Err(fail(
-                format!(
-                    "dep `{d}` of stage `{}` does not exist: `{}`",
-                    def.name,
-                    p.display()
-                ),
-                true,
-            ));
+        if let Some(e) = ExecError::missing_deps(&def.name, eval.missing.clone()) {
+            return Err(fail(e.to_string(), true));
         }
         if let Some(e) = &eval.unavailable {
             return Err(fail(e.to_string(), true));

@@ -25,14 +25,23 @@ pub enum ExecError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// A dep that no stage produces does not exist.
-    #[error("dep `{dep}` of stage `{stage}` does not exist: `{}`", path.display())]
+    #[error(
+        "stage `{stage}` reads {} not on this machine:\n  dep {dep}: `{}`{}\ncopy or mount {} there, or change the path{} in the pipeline (or its `vars`)",
+        if more.is_empty() { "a path" } else { "paths" },
+        path.display(),
+        more.iter().map(|m| format!("\n  dep {m}")).collect::<String>(),
+        if more.is_empty() { "it" } else { "them" },
+        if more.is_empty() { "" } else { "s" }
+    )]
     MissingDep {
         /// Stage name.
         stage: String,
-        /// The dep as written.
+        /// The dep as written (quoted), with what it is for when known.
         dep: String,
         /// Resolved path.
         path: PathBuf,
+        /// The stage's other missing deps (same form as `dep`, with their paths).
+        more: Vec<String>,
     },
     /// A stage asks for more GPUs than the scheduler may hand out.
     #[error(
@@ -88,6 +97,20 @@ pub enum ExecError {
 }
 
 impl ExecError {
+    /// [`ExecError::MissingDep`] for every `(dep described, path)` of `stage` that does not
+    /// exist (all of them in one message); `None` when there are none.
+    #[must_use]
+    pub fn missing_deps(stage: &str, missing: Vec<(String, PathBuf)>) -> Option<ExecError> {
+        let mut it = missing.into_iter();
+        let (dep, path) = it.next()?;
+        Some(ExecError::MissingDep {
+            stage: stage.to_owned(),
+            dep,
+            path,
+            more: it.map(|(d, p)| format!("{d}: `{}`", p.display())).collect(),
+        })
+    }
+
     /// Whether the error comes from the environment rather than the pipeline.
     #[must_use]
     pub fn is_environment(&self) -> bool {

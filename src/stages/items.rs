@@ -132,6 +132,17 @@ pub(crate) fn source_bucket_shards(pipeline: &Pipeline, buckets: u32) -> u32 {
         .saturating_mul(buckets.max(1))
 }
 
+/// `the root of source `a`` / `the root of sources `a`, `b`` (what a dep is for, in messages).
+pub(crate) fn for_sources(what: &str, sources: &[String]) -> String {
+    let names = sources
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plural = if sources.len() == 1 { "" } else { "s" };
+    format!("{what} of source{plural} {names}")
+}
+
 /// Names of the `sources:` entries in list order, as written (also for invalid entries, so
 /// that shard counts do not depend on validation).
 pub(crate) fn source_names(pipeline: &Pipeline) -> Vec<String> {

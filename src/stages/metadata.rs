@@ -171,22 +171,23 @@ impl Stage for BuildMetadata {
     fn deps(&self, def: &StageDef, pipeline: &Pipeline) -> Vec<DepSpec> {
         let mut deps = declared_deps(def, pipeline);
         let (defs, _) = items::source_defs(pipeline);
-        let mut csvs: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut csvs: BTreeMap<String, (PathBuf, Vec<String>)> = BTreeMap::new();
         for (_, s) in &defs {
             if let (Some(root), Some(SplitDef::Csv(csv))) = (&s.root, &s.split) {
                 for file in csv.files.values() {
                     let written = root.join(file);
-                    csvs.insert(
-                        written.to_string_lossy().into_owned(),
-                        pipeline.dir.join(written),
-                    );
+                    csvs.entry(written.to_string_lossy().into_owned())
+                        .or_insert_with(|| (pipeline.dir.join(written), Vec::new()))
+                        .1
+                        .push(s.name.clone());
                 }
             }
         }
-        deps.extend(csvs.into_iter().map(|(name, path)| DepSpec {
+        deps.extend(csvs.into_iter().map(|(name, (path, sources))| DepSpec {
             name,
             path,
             include: None,
+            about: Some(items::for_sources("a split file", &sources)),
         }));
         deps
     }

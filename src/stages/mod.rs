@@ -126,6 +126,19 @@ pub struct DepSpec {
     pub path: PathBuf,
     /// Only these files of a folder (globs relative to it); `None` = all.
     pub include: Option<Arc<GlobSet>>,
+    /// What the path is for, in messages only (`the root of source `f5tts``); not in the key.
+    pub about: Option<String>,
+}
+
+impl DepSpec {
+    /// `name`, followed by what it is for when known.
+    #[must_use]
+    pub fn described(&self) -> String {
+        match &self.about {
+            Some(a) => format!("`{}` ({a})", self.name),
+            None => format!("`{}`", self.name),
+        }
+    }
 }
 
 /// The declared `deps` of a stage.
@@ -137,6 +150,7 @@ pub fn declared_deps(def: &StageDef, pipeline: &Pipeline) -> Vec<DepSpec> {
             name: d.clone(),
             path: pipeline.resolve(d),
             include: None,
+            about: None,
         })
         .collect()
 }

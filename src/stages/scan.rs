@@ -525,35 +525,41 @@ impl Stage for ScanCorpus {
     /// one dep), and every generated source's texts file.
     fn deps(&self, _def: &StageDef, pipeline: &Pipeline) -> Vec<DepSpec> {
         let (defs, _) = items::source_defs(pipeline);
-        let mut roots: BTreeMap<String, (PathBuf, Vec<String>)> = BTreeMap::new();
-        let mut texts: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut roots: BTreeMap<String, (PathBuf, Vec<String>, Vec<String>)> = BTreeMap::new();
+        let mut texts: BTreeMap<String, (PathBuf, Vec<String>)> = BTreeMap::new();
         for (_, def) in &defs {
             if let Some(root) = &def.root {
                 let name = root.to_string_lossy().into_owned();
                 let path = pipeline.dir.join(root);
                 let globs = include_globs(def);
-                roots
+                let entry = roots
                     .entry(name)
-                    .or_insert_with(|| (path, Vec::new()))
-                    .1
-                    .extend(globs);
+                    .or_insert_with(|| (path, Vec::new(), Vec::new()));
+                entry.1.extend(globs);
+                entry.2.push(def.name.clone());
             } else if let Some(t) = def.generate.as_ref().and_then(|g| g.texts.as_ref()) {
-                texts.insert(t.to_string_lossy().into_owned(), pipeline.dir.join(t));
+                texts
+                    .entry(t.to_string_lossy().into_owned())
+                    .or_insert_with(|| (pipeline.dir.join(t), Vec::new()))
+                    .1
+                    .push(def.name.clone());
             }
         }
         let mut deps: Vec<DepSpec> = roots
             .into_iter()
-            .map(|(name, (path, globs))| DepSpec {
+            .map(|(name, (path, globs, sources))| DepSpec {
                 name,
                 path,
                 // A glob that does not compile (the source check reports it) hashes everything.
                 include: interned_glob_set(globs),
+                about: Some(items::for_sources("the root", &sources)),
             })
             .collect();
-        deps.extend(texts.into_iter().map(|(name, path)| DepSpec {
+        deps.extend(texts.into_iter().map(|(name, (path, sources))| DepSpec {
             name,
             path,
             include: None,
+            about: Some(items::for_sources("the texts file", &sources)),
         }));
         deps
     }

@@ -168,7 +168,7 @@ stages:
     let out = t.run(&["run"]).code(4);
     assert!(
         out.stderr
-            .contains("dep `data/missing.txt` of stage `cat` does not exist"),
+            .contains("stage `cat` reads a path not on this machine:\n  dep `data/missing.txt`: `"),
         "{}",
         out.stderr
     );

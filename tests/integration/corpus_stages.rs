@@ -656,7 +656,9 @@ fn a_missing_source_root_validates_and_fails_at_run_naming_it() {
     t.run(&["graph", "--no-status"]).code(0);
     let out = t.run(&["run"]).code(4);
     assert!(
-        out.stderr.contains("/nonexistent/tts") && out.stderr.contains("scan"),
+        out.stderr.contains(
+            "stage `scan` reads a path not on this machine:\n  dep `/nonexistent/tts` (the root of source `cluster_tts`): `/nonexistent/tts`"
+        ),
         "{}",
         out.stderr
     );
@@ -671,7 +673,9 @@ fn a_missing_source_root_validates_and_fails_at_run_naming_it() {
     assert!(
         out.stdout.contains("cannot run here")
             && out.stdout.contains("models/absent")
-            && out.stdout.contains("dep `/nonexistent/tts` is missing"),
+            && out
+                .stdout
+                .contains("dep `/nonexistent/tts` (the root of source `cluster_tts`) is missing"),
         "{}",
         out.stdout
     );

@@ -333,7 +333,7 @@ fn a_missing_dep_is_an_environment_error() {
     let out = t.run(&["run"]).code(4);
     assert!(
         out.stderr
-            .contains("dep `corpus` of stage `a` does not exist"),
+            .contains("stage `a` reads a path not on this machine:\n  dep `corpus`: `"),
         "{}",
         out.stderr
     );

@@ -205,12 +205,8 @@ impl Job<'_, '_> {
         let s = self.session;
         let (outputs, inputs) = self.upstream()?;
         let eval = s.evaluate(self.i, &outputs, &JobSink)?;
-        if let Some((dep, path)) = eval.missing.first() {
-            return Err(ExecError::MissingDep {
-                stage: self.name.clone(),
-                dep: dep.clone(),
-                path: path.clone(),
-            });
+        if let Some(e) = ExecError::missing_deps(&self.name, eval.missing.clone()) {
+            return Err(e);
         }
         let key = eval
             .key
