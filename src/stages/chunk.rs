@@ -698,8 +698,10 @@ impl Stage for ChunkAudio {
                 .filter(|d| d.dir.join(MEMO_SHARD).exists())
                 .count()
         ));
-        META.clear();
-        PREV.clear();
+        META.forget(&(Self::meta_dir(ctx)?, p.buckets));
+        if let Some(dir) = ctx.prev_output() {
+            PREV.forget(&dir.to_path_buf());
+        }
         Ok(report)
     }
 }

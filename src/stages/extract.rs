@@ -389,7 +389,7 @@ impl Stage for ExtractSsl {
         ));
         drop(extractor);
         drop(prep);
-        PREPARED.clear();
+        PREPARED.forget(&(*ctx.key(), ctx.out_dir().to_path_buf()));
         Ok(StageReport { items: counts })
     }
 }

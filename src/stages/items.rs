@@ -306,41 +306,40 @@ pub(crate) fn reason_counts<'a>(reasons: impl IntoIterator<Item = &'a str>) -> S
 /// path always holds the same bytes; the shards of a stage share one parse instead of reading
 /// the file once each.
 pub(crate) struct ParsedOnce<K, T> {
-    slot: Mutex<Option<(K, Arc<T>)>>,
+    slots: Mutex<Vec<(K, Arc<T>)>>,
 }
 
 impl<K: PartialEq, T> ParsedOnce<K, T> {
     /// An empty memo.
     pub(crate) const fn new() -> Self {
         Self {
-            slot: Mutex::new(None),
+            slots: Mutex::new(Vec::new()),
         }
     }
 
-    /// The parse for `key`, from the memo or from `load`.
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<(K, Arc<T>)>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The parse for `key`, from the memo or from `load` (one entry per key, so stages running
+    /// at the same time in one process keep their own).
     ///
     /// # Errors
     /// `load`'s error.
     pub(crate) fn get<E>(&self, key: K, load: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E> {
-        let mut slot = self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((k, v)) = slot.as_ref()
-            && *k == key
-        {
+        let mut slots = self.slots();
+        if let Some((_, v)) = slots.iter().find(|(k, _)| *k == key) {
             return Ok(Arc::clone(v));
         }
         let v = Arc::new(load()?);
-        *slot = Some((key, Arc::clone(&v)));
+        slots.push((key, Arc::clone(&v)));
         Ok(v)
     }
 
-    /// Forgets the memo (frees its memory).
-    pub(crate) fn clear(&self) {
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    /// Forgets the entry of `key` (frees its memory once no one holds it).
+    pub(crate) fn forget(&self, key: &K) {
+        self.slots().retain(|(k, _)| k != key);
     }
 }

@@ -365,7 +365,7 @@ impl Stage for BuildMetadata {
             counts.processed,
         ));
         drop(plan);
-        PLAN.clear();
+        PLAN.forget(&(*ctx.key(), ctx.out_dir().to_path_buf()));
         Ok(StageReport { items: counts })
     }
 }
