@@ -709,101 +709,107 @@ impl Figure for TrainingFigure {
         let train = finite_points(&self.epochs, |e| Some(e.train_loss));
         let val = finite_points(&self.epochs, |e| e.val_loss);
         let (ylo, yhi) = padded_range(train.iter().chain(&val).map(|p| p.1), true);
-        let mut chart = ChartBuilder::on(&left)
-            .caption("Loss", font(22))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(75)
-            .build_cartesian_2d(x0..x1, ylo..yhi)
-            .map_err(msg)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("loss")
-            .x_labels(x_labels)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .label_style(font(16))
-            .axis_desc_style(font(18))
-            .light_line_style(WHITE)
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()
-            .map_err(msg)?;
-        for (points, colour, name) in [
-            (&train, BONA_COLOUR, "train loss"),
-            (&val, SPOOF_COLOUR, "validation loss"),
-        ] {
-            if points.is_empty() {
-                continue;
-            }
-            let style = colour.stroke_width(3);
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), style))
-                .map_err(msg)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-                .map_err(msg)?;
-        }
-        chart
-            .configure_series_labels()
-            .label_font(font(16))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.5))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(msg)?;
+        draw_panel(
+            &left,
+            x0..x1,
+            x_labels,
+            Panel {
+                caption: "Loss",
+                y_desc: "loss",
+                y_range: ylo..yhi,
+                whole_y_labels: false,
+                legend: SeriesLabelPosition::UpperRight,
+                series: [
+                    (&train, BONA_COLOUR, "train loss"),
+                    (&val, SPOOF_COLOUR, "validation loss"),
+                ],
+            },
+        )?;
 
         let eer: Vec<(f64, f64)> = finite_points(&self.epochs, |e| e.val_eer.map(|v| v * 100.0));
         let acc: Vec<(f64, f64)> =
             finite_points(&self.epochs, |e| e.val_accuracy.map(|v| v * 100.0));
         let (plo, phi) = padded_range(eer.iter().chain(&acc).map(|p| p.1), true);
-        let mut chart = ChartBuilder::on(&right)
-            .caption("Validation EER and accuracy", font(22))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(75)
-            .build_cartesian_2d(x0..x1, plo..phi.min(100.5))
-            .map_err(msg)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("%")
-            .x_labels(x_labels)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .label_style(font(16))
-            .axis_desc_style(font(18))
-            .light_line_style(WHITE)
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()
-            .map_err(msg)?;
-        for (points, colour, name) in [
-            (&eer, SPOOF_COLOUR, "validation EER (%)"),
-            (&acc, PALETTE[2], "validation accuracy (%)"),
-        ] {
-            if points.is_empty() {
-                continue;
-            }
-            let style = colour.stroke_width(3);
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), style))
-                .map_err(msg)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-                .map_err(msg)?;
-        }
-        chart
-            .configure_series_labels()
-            .label_font(font(16))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.5))
-            .position(SeriesLabelPosition::MiddleRight)
-            .draw()
-            .map_err(msg)
+        draw_panel(
+            &right,
+            x0..x1,
+            x_labels,
+            Panel {
+                caption: "Validation EER and accuracy",
+                y_desc: "%",
+                y_range: plo..phi.min(100.5),
+                whole_y_labels: true,
+                legend: SeriesLabelPosition::MiddleRight,
+                series: [
+                    (&eer, SPOOF_COLOUR, "validation EER (%)"),
+                    (&acc, PALETTE[2], "validation accuracy (%)"),
+                ],
+            },
+        )
     }
+}
+
+/// One panel of the training figure: line series with markers over epochs.
+struct Panel<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
+    y_range: std::ops::Range<f64>,
+    /// Y labels without decimals (percentages).
+    whole_y_labels: bool,
+    legend: SeriesLabelPosition,
+    /// Points, colour and legend name of each series (empty series are left out).
+    series: [(&'a [(f64, f64)], RGBColor, &'a str); 2],
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    x: std::ops::Range<f64>,
+    x_labels: usize,
+    panel: Panel<'_>,
+) -> DrawResult {
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.caption, font(22))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(75)
+        .build_cartesian_2d(x, panel.y_range)
+        .map_err(msg)?;
+    let whole = |v: &f64| format!("{v:.0}");
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc("epoch")
+        .y_desc(panel.y_desc)
+        .x_labels(x_labels)
+        .x_label_formatter(&whole)
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12));
+    if panel.whole_y_labels {
+        mesh.y_label_formatter(&whole);
+    }
+    mesh.draw().map_err(msg)?;
+    for (points, colour, name) in panel.series {
+        if points.is_empty() {
+            continue;
+        }
+        let style = colour.stroke_width(3);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .map_err(msg)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+            .map_err(msg)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font(font(16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.5))
+        .position(panel.legend)
+        .draw()
+        .map_err(msg)
 }
 
 /// Training curves: train and validation loss per epoch (left), validation EER and accuracy in
