@@ -757,9 +757,12 @@ struct Panel<'a> {
     /// Y labels without decimals (percentages).
     whole_y_labels: bool,
     legend: SeriesLabelPosition,
-    /// Points, colour and legend name of each series (empty series are left out).
-    series: [(&'a [(f64, f64)], RGBColor, &'a str); 2],
+    /// Each series (empty series are left out).
+    series: [Series<'a>; 2],
 }
+
+/// A series of a panel: its points, colour and legend name.
+type Series<'a> = (&'a [(f64, f64)], RGBColor, &'a str);
 
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
