@@ -819,6 +819,31 @@ impl Session<'_> {
                 ));
             }
         }
+        self.finish_run(
+            &selected,
+            &mut summaries,
+            cancel.is_cancelled(),
+            failed_env,
+            t0,
+            sink,
+        )
+    }
+
+    /// The end of a run, whichever executor ran it: saves the stat cache (a warning when it
+    /// cannot), gathers the selected stages' summaries in run order and reports the run.
+    ///
+    /// # Errors
+    /// [`ExecError::EnvironmentFailure`] when a stage failed for lack of something on this
+    /// machine (and the run was not interrupted).
+    pub(crate) fn finish_run(
+        &self,
+        selected: &[usize],
+        summaries: &mut [Option<StageSummary>],
+        interrupted: bool,
+        failed_env: bool,
+        t0: Instant,
+        sink: &dyn EventSink,
+    ) -> Result<RunSummary, ExecError> {
         if let Err(e) = self.stat.save() {
             sink.emit(Event::StageWarning {
                 stage: String::new(),
@@ -829,7 +854,6 @@ impl Session<'_> {
             .iter()
             .filter_map(|&i| summaries[i].take())
             .collect();
-        let interrupted = cancel.is_cancelled();
         let ok = !interrupted
             && stages.iter().all(|s| {
                 matches!(
@@ -847,15 +871,7 @@ impl Session<'_> {
         sink.emit(Event::RunFinished {
             summary: summary.clone(),
         });
-        if failed_env
-            && !interrupted
-            && summary
-                .stages
-                .iter()
-                .filter(|s| s.outcome == Outcome::Failed)
-                .count()
-                > 0
-        {
+        if failed_env && !interrupted && summary.count(Outcome::Failed) > 0 {
             return Err(ExecError::EnvironmentFailure {
                 summary: Box::new(summary),
             });

@@ -1235,39 +1235,16 @@ pub fn run(
             ));
         }
     }
-    if let Err(e) = session.stat.save() {
-        sink.emit(Event::StageWarning {
-            stage: String::new(),
-            message: format!("stat cache not saved: {e}"),
-        });
-    }
-    let stages: Vec<StageSummary> = selected
-        .iter()
-        .filter_map(|&i| summaries[i].take())
-        .collect();
-    let ok = !interrupted
-        && stages.iter().all(|s| {
-            matches!(
-                s.outcome,
-                Outcome::Ran | Outcome::Cached | Outcome::Restored
-            )
-        });
-    let summary = RunSummary {
-        pipeline: session.pipeline.name.clone(),
-        ok,
-        interrupted: interrupted || cancel.is_cancelled(),
-        seconds: t0.elapsed().as_secs_f64(),
-        stages,
-    };
-    sink.emit(Event::RunFinished {
-        summary: summary.clone(),
-    });
-    if failed_env && !summary.interrupted && summary.count(Outcome::Failed) > 0 {
-        return Err(ExecError::EnvironmentFailure {
-            summary: Box::new(summary),
-        });
-    }
-    Ok(Finish::Ran(summary))
+    session
+        .finish_run(
+            &selected,
+            &mut summaries,
+            interrupted || cancel.is_cancelled(),
+            failed_env,
+            t0,
+            sink,
+        )
+        .map(Finish::Ran)
 }
 
 struct TrackFailure {
