@@ -736,21 +736,8 @@ impl Session<'_> {
                         }
                         slot[i] = Slot::Done;
                         outputs[i] = Some((done.output, done.key));
-                        sink.emit(Event::StageFinished {
-                            stage: name.clone(),
-                            outcome: done.outcome,
-                            seconds: done.seconds,
-                            items: done.items.unwrap_or_default(),
-                        });
-                        summaries[i] = Some(summary(
-                            &name,
-                            done.outcome,
-                            done.seconds,
-                            done.items,
-                            Some(done.key),
-                            None,
-                            done.log,
-                        ));
+                        summaries[i] =
+                            Some(finished(sink, &name, done.outcome, done.seconds, &done));
                     }
                     Err(f) => {
                         slot[i] = Slot::Failed;
@@ -804,19 +791,7 @@ impl Session<'_> {
                 };
                 slot[i] = Slot::Skipped;
                 let name = &self.pipeline.stages[i].name;
-                sink.emit(Event::StageSkipped {
-                    stage: name.clone(),
-                    because: because.clone(),
-                });
-                summaries[i] = Some(summary(
-                    name,
-                    Outcome::Skipped,
-                    0.0,
-                    None,
-                    None,
-                    Some(because),
-                    None,
-                ));
+                summaries[i] = Some(skipped(sink, name, because));
             }
         }
         self.finish_run(
@@ -1172,6 +1147,41 @@ impl Session<'_> {
         std::os::unix::fs::symlink(&target, &tmp).map_err(|e| fsutil::write_error(&tmp, e))?;
         std::fs::rename(&tmp, &link).map_err(|e| fsutil::write_error(&link, e))
     }
+}
+
+/// Reports a stage that finished (ran, cached or restored) as `outcome` in `seconds`, and
+/// returns its summary line.
+pub(crate) fn finished(
+    sink: &dyn EventSink,
+    name: &str,
+    outcome: Outcome,
+    seconds: f64,
+    done: &Done,
+) -> StageSummary {
+    sink.emit(Event::StageFinished {
+        stage: name.to_owned(),
+        outcome,
+        seconds,
+        items: done.items.unwrap_or_default(),
+    });
+    summary(
+        name,
+        outcome,
+        seconds,
+        done.items,
+        Some(done.key),
+        None,
+        done.log.clone(),
+    )
+}
+
+/// Reports a stage that will not run (`because`) and returns its summary line.
+pub(crate) fn skipped(sink: &dyn EventSink, name: &str, because: String) -> StageSummary {
+    sink.emit(Event::StageSkipped {
+        stage: name.to_owned(),
+        because: because.clone(),
+    });
+    summary(name, Outcome::Skipped, 0.0, None, None, Some(because), None)
 }
 
 pub(crate) fn summary(

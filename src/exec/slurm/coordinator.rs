@@ -16,7 +16,7 @@ use super::submit::{After, JobSpec, WorkerCmd, name_prefix, resource_options, sp
 use super::{SlurmError, SlurmOptions};
 use crate::cache::{OutputDigest, RunLock, StageKey};
 use crate::exec::context::CancelToken;
-use crate::exec::engine::{Done, Settled, log_tail, lookup, now_secs, summary};
+use crate::exec::engine::{Done, Settled, finished, log_tail, lookup, now_secs, skipped, summary};
 use crate::exec::event::{Action, Event, EventSink, NullSink, Outcome, RunSummary, StageSummary};
 use crate::exec::lockfile::{LockFile, LockRecord};
 use crate::exec::{ExecError, RunOptions, Session};
@@ -196,21 +196,9 @@ impl Coord<'_, '_> {
                     .map(|(_, n)| n.clone())
                     .unwrap_or_default();
                 let because = format!("upstream `{first}` did not finish");
-                if apply {
-                    self.sink.emit(Event::StageSkipped {
-                        stage: name.clone(),
-                        because: because.clone(),
-                    });
-                }
-                summaries[i] = Some(summary(
-                    &name,
-                    Outcome::Skipped,
-                    0.0,
-                    None,
-                    None,
-                    Some(because),
-                    None,
-                ));
+                // Planning only (`apply` false) reports nothing.
+                let sink: &dyn EventSink = if apply { self.sink } else { &NullSink };
+                summaries[i] = Some(skipped(sink, &name, because));
                 continue;
             }
             let Some(upstream) = self.upstream_triples(i, &planned) else {
@@ -284,20 +272,12 @@ impl Coord<'_, '_> {
                         done.log = Some(s.cache.log_path(&self.pipeline().name, &name));
                     }
                     self.record(lock, &name, &done)?;
-                    self.sink.emit(Event::StageFinished {
-                        stage: name.clone(),
-                        outcome: done.outcome,
-                        seconds: done.seconds,
-                        items: done.items.unwrap_or_default(),
-                    });
-                    summaries[i] = Some(summary(
+                    summaries[i] = Some(finished(
+                        self.sink,
                         &name,
                         done.outcome,
                         done.seconds,
-                        done.items,
-                        Some(done.key),
-                        None,
-                        done.log.clone(),
+                        &done,
                     ));
                     planned[i] = Planned::Settled {
                         key: done.key,
@@ -1028,19 +1008,7 @@ pub fn run(
                 let f_cancel_all = f.cancel_all;
                 if f.skipped {
                     t.state = TState::Skipped;
-                    sink.emit(Event::StageSkipped {
-                        stage: t.name.clone(),
-                        because: f.message.clone(),
-                    });
-                    summaries[t.i] = Some(summary(
-                        &t.name,
-                        Outcome::Skipped,
-                        0.0,
-                        None,
-                        None,
-                        Some(f.message),
-                        None,
-                    ));
+                    summaries[t.i] = Some(skipped(sink, &t.name, f.message));
                 } else {
                     t.state = TState::Failed;
                     sink.emit(Event::StageFailed {
@@ -1094,19 +1062,7 @@ pub fn run(
                     other.state = TState::Skipped;
                     let because =
                         format!("upstream `{failed_name}` did not finish; its jobs were cancelled");
-                    sink.emit(Event::StageSkipped {
-                        stage: other.name.clone(),
-                        because: because.clone(),
-                    });
-                    summaries[other.i] = Some(summary(
-                        &other.name,
-                        Outcome::Skipped,
-                        0.0,
-                        None,
-                        None,
-                        Some(because),
-                        None,
-                    ));
+                    summaries[other.i] = Some(skipped(sink, &other.name, because));
                     to_cancel.extend(other.jobs.iter().map(|j| j.id.clone()));
                 }
                 continue;
@@ -1117,22 +1073,7 @@ pub fn run(
                     Ok((done, outcome)) => {
                         coord.record(&mut lock, &t.name, &done)?;
                         t.state = TState::Done;
-                        let items = done.items;
-                        sink.emit(Event::StageFinished {
-                            stage: t.name.clone(),
-                            outcome,
-                            seconds,
-                            items: items.unwrap_or_default(),
-                        });
-                        summaries[t.i] = Some(summary(
-                            &t.name,
-                            outcome,
-                            seconds,
-                            items,
-                            Some(done.key),
-                            None,
-                            done.log.clone(),
-                        ));
+                        summaries[t.i] = Some(finished(sink, &t.name, outcome, seconds, &done));
                         planned[t.i] = Planned::Settled {
                             key: done.key,
                             output: done.output,
@@ -1172,19 +1113,7 @@ pub fn run(
             {
                 t.state = TState::Skipped;
                 let because = "the run stopped after a failure (use `--keep-going` to run independent stages); its jobs were cancelled".to_owned();
-                sink.emit(Event::StageSkipped {
-                    stage: t.name.clone(),
-                    because: because.clone(),
-                });
-                summaries[t.i] = Some(summary(
-                    &t.name,
-                    Outcome::Skipped,
-                    0.0,
-                    None,
-                    None,
-                    Some(because),
-                    None,
-                ));
+                summaries[t.i] = Some(skipped(sink, &t.name, because));
                 to_cancel.extend(t.jobs.iter().map(|j| j.id.clone()));
             }
         }
