@@ -127,6 +127,22 @@ fn render(fig: &impl Figure, stem: &Path) -> Result<PlotFiles, MetricsError> {
     Ok(PlotFiles { svg, png })
 }
 
+/// The legend box every figure uses, at `position`, its labels in `font_size`.
+fn legend_box<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    font_size: u32,
+    position: SeriesLabelPosition,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .label_font(font(font_size))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.5))
+        .position(position)
+        .draw()
+        .map_err(msg)
+}
+
 fn font(size: u32) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
@@ -336,14 +352,7 @@ impl Figure for DetFigure {
                 )))
                 .map_err(msg)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font(font(18))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.5))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(msg)
+        legend_box(&mut chart, 18, SeriesLabelPosition::UpperRight)
     }
 }
 
@@ -423,14 +432,7 @@ impl Figure for RocFigure {
                 .label(line.legend.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         }
-        chart
-            .configure_series_labels()
-            .label_font(font(18))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.5))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(msg)
+        legend_box(&mut chart, 18, SeriesLabelPosition::LowerRight)
     }
 }
 
@@ -569,14 +571,7 @@ impl Figure for HistFigure {
                     .label(format!("threshold {}", self.threshold))
                     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
             }
-            chart
-                .configure_series_labels()
-                .label_font(font(15))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.5))
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(msg)?;
+            legend_box(&mut chart, 15, SeriesLabelPosition::UpperLeft)?;
         }
         Ok(())
     }
@@ -805,14 +800,7 @@ fn draw_panel<DB: DrawingBackend>(
             .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
             .map_err(msg)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font(font(16))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.5))
-        .position(panel.legend)
-        .draw()
-        .map_err(msg)
+    legend_box(&mut chart, 16, panel.legend)
 }
 
 /// Training curves: train and validation loss per epoch (left), validation EER and accuracy in
