@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::items::{self, OnBadAudio, ParsedOnce};
+use super::items::{self, DEFAULT_BUCKETS, OnBadAudio, ParsedOnce};
 use super::{ItemCounts, Stage, StageError, StageReport, metadata};
 use crate::audio::{AudioError, ChannelPolicy, ChunkParams, CropMode, TrimParams, chunk_file};
 use crate::corpus::{MetadataRow, Source, read_split_csvs};
@@ -82,10 +82,6 @@ struct Params {
     buckets: u32,
     on_bad_audio: OnBadAudio,
 }
-
-/// Buckets per source by default: a 450,000-file corpus of a few sources gives shards of
-/// about 1,000 to 4,000 clips.
-const DEFAULT_BUCKETS: u32 = 16;
 
 impl Default for Params {
     fn default() -> Self {
@@ -272,10 +268,9 @@ fn shard_name(source: &str, bucket: u32) -> String {
 pub(crate) fn output_shard_name(def: &StageDef, pipeline: &Pipeline, shard: u32) -> Option<String> {
     let buckets = def
         .params_as::<Params>()
-        .map_or(DEFAULT_BUCKETS, |p| p.buckets.max(1));
-    let names = items::source_names(pipeline);
-    let source = names.get(usize::try_from(shard / buckets).ok()?)?;
-    Some(shard_name(source, shard % buckets))
+        .map_or(DEFAULT_BUCKETS, |p| p.buckets);
+    let (source, bucket) = items::shard_source_bucket(pipeline, buckets, shard)?;
+    Some(shard_name(&source, bucket))
 }
 
 fn load_meta(stage: &str, dir: &Path, buckets: u32) -> Result<MetaIndex, StageError> {
@@ -348,10 +343,7 @@ impl ChunkAudio {
 
     /// The items and memo key of shard `shard` (`None` when it has no items).
     fn plan(ctx: &StageCtx<'_>, p: &Params, meta: &MetaIndex, shard: u32) -> Option<ShardPlan> {
-        let buckets = p.buckets.max(1);
-        let names = items::source_names(ctx.pipeline());
-        let source = names.get(usize::try_from(shard / buckets).ok()?)?.clone();
-        let bucket = shard % buckets;
+        let (source, bucket) = items::shard_source_bucket(ctx.pipeline(), p.buckets, shard)?;
         let rows = meta.shards.get(&(source.clone(), bucket))?;
         let audio_digest = p.audio().digest();
         let items: Vec<(usize, String)> = rows
@@ -592,15 +584,7 @@ impl Stage for ChunkAudio {
                 ));
             }
         }
-        if p.buckets == 0 || p.buckets > 65_536 {
-            issues.push(Issue::new(
-                positions::child(&params, "buckets"),
-                format!(
-                    "`buckets` must be between 1 and 65536 (shards per source), not {}",
-                    p.buckets
-                ),
-            ));
-        }
+        issues.extend(items::buckets_issue(&params, p.buckets, "shards"));
         issues
     }
 

@@ -124,12 +124,41 @@ pub(crate) fn sources(pipeline: &Pipeline, stage: &str) -> Result<Vec<Source>, S
     })
 }
 
+/// Buckets per source by default for the kinds sharded by (source, bucket of the path): a
+/// 450,000-file corpus of a few sources gives shards of about 1,000 to 4,000 files.
+pub(crate) const DEFAULT_BUCKETS: u32 = 16;
+
 /// Shards of a kind sharded by (source, bucket of the path): `sources × buckets`, known from
 /// the pipeline alone; shard `n` is source `n / buckets`, bucket `n % buckets`.
 pub(crate) fn source_bucket_shards(pipeline: &Pipeline, buckets: u32) -> u32 {
     u32::try_from(pipeline.sources.len())
         .unwrap_or(u32::MAX)
         .saturating_mul(buckets.max(1))
+}
+
+/// The source name and bucket of shard `shard` (see [`source_bucket_shards`]); `None` past the
+/// last one.
+pub(crate) fn shard_source_bucket(
+    pipeline: &Pipeline,
+    buckets: u32,
+    shard: u32,
+) -> Option<(String, u32)> {
+    let buckets = buckets.max(1);
+    let names = source_names(pipeline);
+    let source = names.get(usize::try_from(shard / buckets).ok()?)?;
+    Some((source.clone(), shard % buckets))
+}
+
+/// The problem with a `buckets` param (`params` is the stage's params path), if any.
+pub(crate) fn buckets_issue(params: &str, buckets: u32, per_source: &str) -> Option<Issue> {
+    (buckets == 0 || buckets > 65_536).then(|| {
+        Issue::new(
+            positions::child(params, "buckets"),
+            format!(
+                "`buckets` must be between 1 and 65536 ({per_source} per source), not {buckets}"
+            ),
+        )
+    })
 }
 
 /// `the root of source `a`` / `the root of sources `a`, `b`` (what a dep is for, in messages).

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::items::{self, OnBadAudio, ParsedOnce};
+use super::items::{self, DEFAULT_BUCKETS, OnBadAudio, ParsedOnce};
 use super::{DepSpec, ItemCounts, Stage, StageError, StageReport, declared_deps, scan};
 use crate::audio::{ProbeParams, probe_file};
 use crate::cache::StageKey;
@@ -54,9 +54,6 @@ struct Params {
     /// Probe shards per source (by a hash of the path); a shard is one task on a cluster.
     buckets: u32,
 }
-
-/// Default `buckets`.
-const DEFAULT_BUCKETS: u32 = 16;
 
 impl Default for Params {
     fn default() -> Self {
@@ -132,15 +129,7 @@ impl Stage for BuildMetadata {
                 "`min_duration_s` must be zero or a positive number of seconds",
             ));
         }
-        if p.buckets == 0 || p.buckets > 65_536 {
-            issues.push(Issue::new(
-                positions::child(&params, "buckets"),
-                format!(
-                    "`buckets` must be between 1 and 65536 (probe shards per source), not {}",
-                    p.buckets
-                ),
-            ));
-        }
+        issues.extend(items::buckets_issue(&params, p.buckets, "probe shards"));
         let names = items::source_names(pipeline);
         for (i, h) in p.holdout_sources.iter().enumerate() {
             if !names.contains(h) {
