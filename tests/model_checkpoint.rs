@@ -161,7 +161,7 @@ fn hidden_layer_choice_stops_early_with_the_right_tensor() {
 /// A D=64 AASIST back end with non-trivial BatchNorm statistics, saved as a reference-style
 /// state dict.
 fn backend_file(root: &Path) -> PathBuf {
-    tch::manual_seed(11);
+    let _rng = brspeech::model::rng::seeded(11);
     let vs = VarStore::new(Device::Cpu);
     let model = Aasist::new(vs.root(), &aasist::Config { ssl_dim: 64 });
     // Warm the running statistics with a few training-mode passes.

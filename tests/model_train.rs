@@ -62,7 +62,7 @@ fn tiny_ssl(root: &Path) -> PathBuf {
 
 /// Features `[28, 64]` whose mean is +shift for bona fide and -shift for spoof items.
 fn features(n: usize, seed: i64, shift: f64) -> InMemoryData {
-    tch::manual_seed(seed);
+    let _rng = brspeech::model::rng::seeded(seed);
     let mut data = InMemoryData::default();
     for i in 0..n {
         let bona = i % 3 == 0;
@@ -426,7 +426,7 @@ fn finetunes_wav2vec2_and_aasist_end_to_end() {
     let _serial = SERIAL.lock().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let ssl_dir = tiny_ssl(tmp.path());
-    tch::manual_seed(9);
+    let _rng = brspeech::model::rng::seeded(9);
     let mut waves = InMemoryData::default();
     for i in 0..8 {
         let bona = i % 2 == 0;

@@ -36,6 +36,8 @@ pub mod full;
 #[cfg(feature = "torch")]
 pub mod layers;
 #[cfg(feature = "torch")]
+pub mod rng;
+#[cfg(feature = "torch")]
 pub mod runtime;
 
 #[cfg(feature = "torch")]

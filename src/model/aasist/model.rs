@@ -55,8 +55,10 @@ pub struct Aasist {
 
 impl Aasist {
     /// Registers every parameter and buffer under `p` (the state-dict root), with the
-    /// reference's initialisation.
+    /// reference's initialisation, drawn while holding the process's generator
+    /// ([`crate::model::rng`]; seed it first for reproducible values).
     pub fn new(p: Path, cfg: &Config) -> Aasist {
+        let _rng = crate::model::rng::hold();
         let enc = &p / "encoder";
         let encoder = BLOCKS
             .iter()

@@ -460,8 +460,10 @@ pub fn train(
             (ckpt, adam, state)
         }
         None => {
-            tch::manual_seed(cfg.seed as i64);
-            let ckpt = ModelCheckpoint::build(ckpt_config.clone(), device)?;
+            let ckpt = {
+                let _rng = crate::model::rng::seeded(cfg.seed as i64);
+                ModelCheckpoint::build(ckpt_config.clone(), device)?
+            };
             if let Some(files) = &hf_files {
                 load_hf_weights(&ckpt.vs, SSL_PREFIX, files)?;
             }
@@ -546,7 +548,6 @@ pub fn train(
 
     for epoch in state.epoch + 1..=cfg.epochs {
         let started = Instant::now();
-        tch::manual_seed(mix(cfg.seed, epoch) as i64);
         let batches = batches_of(epoch);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
@@ -557,7 +558,13 @@ pub fn train(
             guard(&ctx, || {
                 let x = to_input(&batch, device);
                 let y = labels_tensor(train_data, idx, device);
-                let logits = forward(&ckpt, &x, true);
+                // Dropout, layer drop and time masking draw from a generator seeded for this
+                // step alone, held only for the forward pass: a resumed run draws the same
+                // masks, and another stage's draws in this process cannot shift them.
+                let logits = {
+                    let _rng = crate::model::rng::seeded(mix(mix(cfg.seed, epoch), step) as i64);
+                    forward(&ckpt, &x, true)
+                };
                 let loss = logits.binary_cross_entropy_with_logits(
                     &y,
                     None::<&Tensor>,

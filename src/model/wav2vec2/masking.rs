@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn masks_at_least_min_spans_of_the_span_length() {
-        tch::manual_seed(7);
+        let _rng = crate::model::rng::seeded(7);
         let (b, t) = (3, 201);
         let mask = compute_mask_indices(b, t, 0.075, 10, 2);
         for row in mask.chunks(t) {

@@ -46,8 +46,10 @@ pub struct Wav2Vec2Model {
 
 impl Wav2Vec2Model {
     /// Registers every parameter under `p` (e.g. `vs.root()` for a Hugging Face checkpoint, or
-    /// `root / "ssl_model" / "model"` inside W2V+AASIST), randomly initialised.
+    /// `root / "ssl_model" / "model"` inside W2V+AASIST), randomly initialised while holding
+    /// the process's generator ([`crate::model::rng`]; seed it first for reproducible values).
     pub fn new(p: Path, cfg: &Config) -> Wav2Vec2Model {
+        let _rng = crate::model::rng::hold();
         let masked_spec_embed = cfg.has_masked_spec_embed().then(|| {
             p.var(
                 "masked_spec_embed",
@@ -202,9 +204,11 @@ pub fn write_random_hf_folder(
 ) -> Result<(), ModelError> {
     cfg.validate(&dir.join("config.json"))?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io("create", dir, e))?;
-    tch::manual_seed(seed);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _model = Wav2Vec2Model::new(vs.root(), cfg);
+    {
+        let _rng = crate::model::rng::seeded(seed);
+        let _model = Wav2Vec2Model::new(vs.root(), cfg);
+    }
     let tensors = crate::model::checkpoint::load::sorted_cpu_variables(&vs);
     crate::model::checkpoint::load::write_safetensors(&dir.join("model.safetensors"), &tensors)?;
     let mut json = serde_json::to_value(cfg).expect("config serialises");
@@ -264,7 +268,7 @@ mod tests {
 
     #[test]
     fn training_mode_without_randomness_equals_eval() {
-        tch::manual_seed(1);
+        let _rng = crate::model::rng::seeded(1);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let m = Wav2Vec2Model::new(vs.root(), &tiny(0.0, 0.0));
         let x = wave();
@@ -274,7 +278,7 @@ mod tests {
 
     #[test]
     fn layerdrop_one_skips_every_layer() {
-        tch::manual_seed(2);
+        let _rng = crate::model::rng::seeded(2);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let m = Wav2Vec2Model::new(vs.root(), &tiny(1.0, 0.0));
         let x = wave();
@@ -286,7 +290,7 @@ mod tests {
 
     #[test]
     fn time_masking_writes_masked_spec_embed() {
-        tch::manual_seed(3);
+        let _rng = crate::model::rng::seeded(3);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let m = Wav2Vec2Model::new(vs.root(), &tiny(0.0, 0.3));
         let h = Tensor::zeros([2, 60, 16], (Kind::Float, Device::Cpu));
