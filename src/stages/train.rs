@@ -261,7 +261,8 @@ impl Stage for TrainAasist {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: dropout reseeded per training step; equal validation EERs broken by validation loss.
+        2
     }
 
     fn check(&self, def: &StageDef, pipeline: &Pipeline) -> Vec<Issue> {

@@ -308,7 +308,9 @@ fn demo_pipeline_end_to_end() {
 /// clips are white noise.
 fn synthetic(t: &Test, per_class: u64) {
     for i in 0..per_class {
-        let hz = 150.0 + 37.0 * i as f32;
+        // Twelve pitches, each a few times, so that every pitch of the test split is likely
+        // seen in training (a split, not an extrapolation test).
+        let hz = 150.0 + 97.0 * (i % 12) as f32;
         write_wav(
             &t.path(&format!("corpus/tones/s{}/{i}.wav", i % 6)),
             1.0,
@@ -349,7 +351,10 @@ stages:
 fn separable_synthetic_corpus_reaches_a_low_eer() {
     let t = Test::new();
     synthetic(&t, 36);
-    t.pipeline(&synthetic_pipeline(6, 1e-3));
+    // Ten epochs: with the default seed (42) and 19 of the training seeds 0-19 the selected
+    // model separates the test split (EER 0); seed 10 never ranks two validation clips right
+    // and keeps an early epoch (test EER 0.13). Six epochs were not enough for 2 in 10.
+    t.pipeline(&synthetic_pipeline(10, 1e-3));
     run(&t, &["run"]).ok();
     let m = json_file(&t, "outputs/synth/evaluate/metrics.json");
     let counts = &m["counts"];
@@ -372,8 +377,8 @@ fn separable_synthetic_corpus_reaches_a_low_eer() {
         .filter(|v| v["event"] == "epoch")
         .map(|v| v["val_loss"].as_f64().unwrap())
         .collect();
-    assert_eq!(val.len(), 6, "{log}");
-    assert!(val[5] < val[0], "validation loss {val:?}");
+    assert_eq!(val.len(), 10, "{log}");
+    assert!(val[9] < val[0], "validation loss {val:?}");
 }
 
 /// The highest epoch checkpoint in the workspace's resume folders.

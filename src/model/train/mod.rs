@@ -88,7 +88,9 @@ impl<'de> Deserialize<'de> for PosWeight {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectBy {
-    /// Lowest validation EER (ties: the earliest epoch).
+    /// Lowest validation EER; among equal EERs the lower validation loss (an easy validation
+    /// set reaches EER 0 early, and the loss still tells a better-fitted epoch), then the
+    /// earliest epoch.
     #[default]
     ValEer,
     /// Highest validation accuracy at logit >= 0 (the reference; ties: the earliest epoch).

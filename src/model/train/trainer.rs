@@ -48,6 +48,10 @@ struct RunState {
     fingerprint: serde_json::Value,
 }
 
+/// How the trainer draws and selects (per-step reseeding, the selection rule): a run folder
+/// written under another scheme is not resumed, since its epochs would not continue the same run.
+const TRAINING_SCHEME: u32 = 2;
+
 /// What must not change between a run and its resumption.
 fn fingerprint(spec: &TrainSpec, ckpt_config: &CheckpointConfig) -> serde_json::Value {
     let TrainConfig {
@@ -66,6 +70,7 @@ fn fingerprint(spec: &TrainSpec, ckpt_config: &CheckpointConfig) -> serde_json::
         "model": { "ssl": ckpt_config.ssl, "backend": ckpt_config.backend, "preprocessing": ckpt_config.preprocessing },
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "betas": betas, "eps": eps,
         "pos_weight": pos_weight, "select_by": select_by, "seed": seed, "drop_last": drop_last,
+        "scheme": TRAINING_SCHEME,
     })
 }
 
@@ -308,7 +313,9 @@ fn improved(select_by: SelectBy, m: &EpochMetrics, best: Option<&EpochMetrics>) 
         None => true,
         Some(b) => match select_by {
             SelectBy::ValEer => {
-                m.val_eer < b.val_eer || (b.val_eer.is_nan() && !m.val_eer.is_nan())
+                m.val_eer < b.val_eer
+                    || (m.val_eer == b.val_eer && m.val_loss < b.val_loss)
+                    || (b.val_eer.is_nan() && !m.val_eer.is_nan())
             }
             SelectBy::ValAccuracy => m.val_accuracy > b.val_accuracy,
         },
@@ -657,4 +664,44 @@ pub fn train(
         }
     }
     Ok(outcome(&spec.run_dir, &state, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: usize, val_eer: f64, val_loss: f64, val_accuracy: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_loss: 0.0,
+            train_accuracy: 0.0,
+            val_loss,
+            val_accuracy,
+            val_eer,
+            lr: 0.0,
+            items_per_s: 0.0,
+            seconds: 0.0,
+            gpu_memory_bytes: None,
+            best: false,
+        }
+    }
+
+    #[test]
+    fn equal_eers_are_told_apart_by_validation_loss_and_accuracy_ties_keep_the_earliest() {
+        let best = epoch(2, 0.0, 0.30, 0.9);
+        let eer = SelectBy::ValEer;
+        assert!(improved(eer, &best, None));
+        assert!(improved(eer, &epoch(3, 0.0, 0.10, 0.9), Some(&best)));
+        assert!(!improved(eer, &epoch(3, 0.0, 0.30, 0.9), Some(&best)));
+        assert!(!improved(eer, &epoch(3, 0.0, 0.40, 1.0), Some(&best)));
+        assert!(!improved(eer, &epoch(3, 0.1, 0.01, 1.0), Some(&best)));
+        assert!(improved(
+            eer,
+            &epoch(3, 0.2, 0.5, 0.5),
+            Some(&epoch(1, f64::NAN, 0.1, 0.5))
+        ));
+        let acc = SelectBy::ValAccuracy;
+        assert!(!improved(acc, &epoch(3, 0.0, 0.01, 0.9), Some(&best)));
+        assert!(improved(acc, &epoch(3, 0.5, 0.90, 0.95), Some(&best)));
+    }
 }
