@@ -9,6 +9,11 @@ pub mod probe;
 pub mod resample;
 pub mod trim;
 
+/// The signal helpers of the audio test binaries, so unit and integration tests share one copy.
+#[cfg(test)]
+#[path = "../../tests/audio_support/mod.rs"]
+mod test_signals;
+
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};

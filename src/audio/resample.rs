@@ -206,48 +206,11 @@ mod tests {
     use super::*;
     use rubato::audioadapter::Adapter;
 
-    fn sine(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-                let v =
-                    amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin();
-                #[allow(clippy::cast_possible_truncation)]
-                let v = v as f32;
-                v
-            })
-            .collect()
-    }
+    use crate::audio::test_signals::{fit_sine, rms, sine};
 
     /// Amplitude of the best fit at `freq` and the RMS of the residual, away from the edges.
     fn fit(signal: &[f32], rate: u32, freq: f64) -> (f64, f64) {
-        let skip = 400;
-        let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
-        let part = &signal[skip..signal.len() - skip];
-        let (mut ss, mut cc, mut sc, mut ys, mut yc) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (k, &y) in part.iter().enumerate() {
-            #[allow(clippy::cast_precision_loss)]
-            let (s, c) = ((k + skip) as f64 * w).sin_cos();
-            let y = f64::from(y);
-            ss += s * s;
-            cc += c * c;
-            sc += s * c;
-            ys += y * s;
-            yc += y * c;
-        }
-        let det = ss * cc - sc * sc;
-        let a = (ys * cc - yc * sc) / det;
-        let b = (yc * ss - ys * sc) / det;
-        let mut res = 0.0;
-        for (k, &y) in part.iter().enumerate() {
-            #[allow(clippy::cast_precision_loss)]
-            let t = (k + skip) as f64 * w;
-            let e = f64::from(y) - (a * t.sin() + b * t.cos());
-            res += e * e;
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let res = (res / part.len() as f64).sqrt();
-        ((a * a + b * b).sqrt(), res)
+        fit_sine(signal, rate, freq, 400)
     }
 
     #[test]
@@ -257,7 +220,7 @@ mod tests {
                 if freq >= f64::from(rate) / 2.0 * 0.9 {
                     continue;
                 }
-                let input = sine(rate, freq, 0.5, rate as usize);
+                let input = sine(rate, freq, 0.5, 1.0);
                 let out = resample(&input, rate, 16_000).unwrap();
                 assert_eq!(out.len(), 16_000, "{rate} Hz");
                 let (amp, res) = fit(&out, 16_000, freq);
@@ -274,12 +237,9 @@ mod tests {
     fn nothing_above_8_khz_aliases_into_the_output() {
         // 10 kHz and 12 kHz would fold to 6 kHz and 4 kHz without the anti-aliasing filter.
         for (rate, freq) in [(44_100u32, 10_000.0), (44_100, 12_000.0), (48_000, 9_000.0)] {
-            let input = sine(rate, freq, 0.5, rate as usize);
+            let input = sine(rate, freq, 0.5, 1.0);
             let out = resample(&input, rate, 16_000).unwrap();
-            let body = &out[400..out.len() - 400];
-            #[allow(clippy::cast_precision_loss)]
-            let rms = (body.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / body.len() as f64)
-                .sqrt();
+            let rms = rms(&out[400..out.len() - 400]);
             // 0.5 amplitude has an RMS of 0.354; demand at least 100 dB of rejection (rubato
             // gives about 140 dB here).
             assert!(
@@ -292,8 +252,8 @@ mod tests {
     #[test]
     fn a_tone_below_nyquist_survives_next_to_a_rejected_one() {
         let rate = 44_100;
-        let low = sine(rate, 1_000.0, 0.3, rate as usize);
-        let high = sine(rate, 11_000.0, 0.3, rate as usize);
+        let low = sine(rate, 1_000.0, 0.3, 1.0);
+        let high = sine(rate, 11_000.0, 0.3, 1.0);
         let mix: Vec<f32> = low.iter().zip(&high).map(|(a, b)| a + b).collect();
         let out = resample(&mix, rate, 16_000).unwrap();
         let (amp, res) = fit(&out, 16_000, 1_000.0);
@@ -304,7 +264,8 @@ mod tests {
     #[test]
     fn streaming_matches_rubato_process_all() {
         let rate = 44_100;
-        let input = sine(rate, 440.0, 0.5, 50_000);
+        let input = sine(rate, 440.0, 0.5, 50_000.0 / f64::from(rate));
+        assert_eq!(input.len(), 50_000);
         let mut reference = Fft::<f32>::new_custom(
             rate as usize,
             16_000,
@@ -347,7 +308,8 @@ mod tests {
             (8_000, 3),
             (48_000, 12_345),
         ] {
-            let input = sine(rate, 440.0, 0.5, n);
+            let input = sine(rate, 440.0, 0.5, n as f64 / f64::from(rate));
+            assert_eq!(input.len(), n);
             let out = resample(&input, rate, 16_000).unwrap();
             let expected = (n as u64 * 16_000).div_ceil(u64::from(rate));
             assert_eq!(out.len() as u64, expected, "{rate} Hz, {n} samples");

@@ -222,15 +222,7 @@ mod tests {
     const RATE: u32 = 16_000;
 
     fn tone(seconds: f64, amp: f32) -> Vec<f32> {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let n = (seconds * f64::from(RATE)).round() as usize;
-        (0..n)
-            .map(|i| {
-                #[allow(clippy::cast_precision_loss)]
-                let t = i as f32 / RATE as f32;
-                amp * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
-            })
-            .collect()
+        crate::audio::test_signals::sine(RATE, 440.0, f64::from(amp), seconds)
     }
 
     fn silence(seconds: f64) -> Vec<f32> {

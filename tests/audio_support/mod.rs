@@ -1,4 +1,5 @@
-//! Fixture writers and signal checks shared by the `audio_*` and `corpus_*` test binaries.
+//! Fixture writers and signal checks shared by the `audio_*` and `corpus_*` test binaries and
+//! the unit tests of `src/audio` (included there with `#[path]`).
 #![allow(dead_code)]
 
 use std::f64::consts::PI;
